@@ -1,0 +1,108 @@
+"""The model protocol: what the training core needs from any flow-matching model.
+
+A backend wraps one denoiser with a LoRA adapter. Conventions (ComfyUI/diffusers flow models):
+sigma in [0, 1], x_sigma = (1 - sigma) x0 + sigma eps, velocity v = eps - x0. Conditioning is a
+dict of batch-first tensors (`Cond`) so the core can slice, repeat and concatenate it without
+knowing the model.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+
+import torch
+from torch import nn
+
+Cond = dict[str, torch.Tensor]
+
+
+def cond_select(cond: Cond, index: torch.Tensor | slice | Sequence[int]) -> Cond:
+    """Rows `index` of every tensor in cond."""
+    if not isinstance(index, slice):
+        index = torch.as_tensor(index, dtype=torch.long)
+    return {k: v[index.to(v.device) if isinstance(index, torch.Tensor) else index] for k, v in cond.items()}
+
+
+def cond_cat(conds: Sequence[Cond]) -> Cond:
+    """Concatenate conditionings along the batch dim (keys must match)."""
+    return {k: torch.cat([c[k] for c in conds]) for k in conds[0]}
+
+
+def cond_to(cond: Cond, device: torch.device | str) -> Cond:
+    return {k: v.to(device) for k, v in cond.items()}
+
+
+class FlowBackend(ABC):
+    """A flow-matching denoiser with one trainable LoRA adapter.
+
+    `velocity` runs the policy (adapter on); inside `reference()` it runs the frozen base model.
+    """
+
+    name: str = "flow"
+    device: torch.device = torch.device("cpu")
+    dtype: torch.dtype = torch.float32
+
+    # --- conditioning and latents -------------------------------------------------------------
+    @abstractmethod
+    def encode_prompts(self, prompts: list[str]) -> Cond:
+        """Encode prompts into batch-first conditioning tensors on self.device."""
+
+    @abstractmethod
+    def latent_shape(self, height: int, width: int) -> tuple[int, ...]:
+        """Shape of one sample's latent for an image of height x width pixels."""
+
+    @abstractmethod
+    def schedule(self, steps: int, height: int, width: int) -> torch.Tensor:
+        """steps + 1 decreasing sigmas from (about) 1 to 0, float32, on CPU."""
+
+    @abstractmethod
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Latents -> images [B, 3, H, W] float in [0, 1]."""
+
+    # --- the model -----------------------------------------------------------------------------
+    @property
+    @abstractmethod
+    def module(self) -> nn.Module:
+        """The denoiser holding the adapter (what a data-parallel wrapper wraps)."""
+
+    @abstractmethod
+    def _forward(self, module: nn.Module, x: torch.Tensor, sigma: torch.Tensor, cond: Cond) -> torch.Tensor:
+        """One denoiser call through `module` (the raw module or its training wrapper) -> v."""
+
+    _runner: nn.Module | None = None
+
+    def velocity(self, x: torch.Tensor, sigma: torch.Tensor, cond: Cond) -> torch.Tensor:
+        """v(x, sigma, cond) for a batch; sigma is [B]. Gradient passes go through the wrapper."""
+        runner = self._runner if (self._runner is not None and torch.is_grad_enabled()) else self.module
+        return self._forward(runner, x, sigma, cond)
+
+    def wrap_for_training(self, wrap: Callable[[nn.Module], nn.Module]) -> None:
+        """Route gradient-carrying forwards through wrap(module), e.g. accelerate's DDP/FSDP."""
+        self._runner = wrap(self.module)
+
+    # --- the adapter ---------------------------------------------------------------------------
+    @abstractmethod
+    def reference(self) -> AbstractContextManager[None]:
+        """Context in which velocity() is the frozen reference (adapter disabled)."""
+
+    @contextmanager
+    def sampling(self) -> Iterator[None]:
+        """Context for no-grad rollouts; backends may merge the adapter here for speed."""
+        yield
+
+    @abstractmethod
+    def named_trainable(self) -> dict[str, nn.Parameter]:
+        """The adapter's parameters by stable name (checkpoints, EMA, optimizer)."""
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return list(self.named_trainable().values())
+
+    @abstractmethod
+    def lora_state_dict(self) -> dict[str, torch.Tensor]:
+        """The adapter in the export format (keys and scaling that loaders expect)."""
+
+    def lora_metadata(self) -> dict[str, str]:
+        """Facts about the base model for the LoRA file's metadata (modelspec.*)."""
+        return {}

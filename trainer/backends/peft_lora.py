@@ -1,0 +1,94 @@
+"""LoRA through peft on any torch denoiser: add, switch off for the reference, export."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+import torch
+from peft import LoraConfig, inject_adapter_in_model
+from peft.tuners.tuners_utils import BaseTunerLayer
+from torch import nn
+
+from .base import FlowBackend
+
+ADAPTER = "default"
+
+
+class PeftLoraBackend(FlowBackend):
+    """A FlowBackend whose adapter is a peft LoRA injected into `self.module`.
+
+    The reference is the same module with the adapter disabled, so it costs no extra memory.
+    """
+
+    lora_rank: int = 0
+    lora_alpha: float = 0.0
+    lora_prefix: str = ""  # export key prefix, e.g. "transformer." for diffusers pipelines
+    _trainable: dict[str, nn.Parameter]
+
+    def add_lora(
+        self, rank: int, alpha: float | None = None, targets: Sequence[str] | str = (), init: str = "default"
+    ) -> None:
+        """Inject a rank-`rank` LoRA into the modules named by `targets` (peft target_modules).
+
+        `init="default"` starts with B = 0 (the adapter is a no-op, so policy == reference);
+        "gaussian_nonzero" gives a random non-zero adapter (tests).
+        """
+        if rank < 1:
+            raise ValueError(f"lora_rank must be >= 1, got {rank}")
+        alpha = float(rank if alpha is None else alpha)
+        config = LoraConfig(
+            r=rank,
+            lora_alpha=alpha,
+            target_modules=list(targets) if not isinstance(targets, str) else targets,
+            init_lora_weights=True,
+            lora_dropout=0.0,
+        )
+        module = self.module
+        module.requires_grad_(False)
+        try:
+            inject_adapter_in_model(config, module, adapter_name=ADAPTER)
+        except ValueError as e:
+            raise ValueError(f"lora_targets {targets!r} match no layer of the {self.name} model: {e}") from e
+        self._trainable = {}
+        for name, p in module.named_parameters():
+            if "lora_" in name:
+                p.data = p.data.float()  # fp32 adapter over a bf16/fp16 base: stable AdamW updates
+                p.requires_grad_(True)
+                self._trainable[name.replace(f".{ADAPTER}.", ".")] = p
+        if init == "gaussian_nonzero":
+            with torch.no_grad():
+                for name, p in self._trainable.items():
+                    if "lora_B" in name:
+                        p.normal_(0, 0.02)
+        self.lora_rank, self.lora_alpha = rank, alpha
+
+    def _lora_layers(self) -> list[BaseTunerLayer]:
+        return [m for m in self.module.modules() if isinstance(m, BaseTunerLayer)]
+
+    @contextmanager
+    def reference(self) -> Iterator[None]:
+        layers = self._lora_layers()
+        for layer in layers:
+            layer.enable_adapters(False)
+        try:
+            yield
+        finally:
+            for layer in layers:
+                layer.enable_adapters(True)
+
+    def named_trainable(self) -> dict[str, nn.Parameter]:
+        return self._trainable
+
+    def lora_state_dict(self) -> dict[str, torch.Tensor]:
+        """prefix + module path + .lora_A/.lora_B.weight, with lora_B pre-multiplied by alpha / r.
+
+        No .alpha keys: diffusers rejects them in this format, and without them ComfyUI's
+        LoraLoader uses scale 1.0, so both load the adapter at its trained scale.
+        """
+        scale = self.lora_alpha / self.lora_rank
+        out = {}
+        for name, p in self._trainable.items():
+            t = p.detach().float().cpu()
+            out[self.lora_prefix + name] = (t * scale if ".lora_B." in name else t).contiguous()
+        return out
