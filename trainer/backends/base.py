@@ -53,6 +53,10 @@ class FlowBackend(ABC):
     def latent_shape(self, height: int, width: int) -> tuple[int, ...]:
         """Shape of one sample's latent for an image of height x width pixels."""
 
+    def default_size(self) -> tuple[int, int]:
+        """(height, width) the model was trained at: the default for rollouts."""
+        return (512, 512)
+
     @abstractmethod
     def schedule(self, steps: int, height: int, width: int) -> torch.Tensor:
         """steps + 1 decreasing sigmas from (about) 1 to 0, float32, on CPU."""
@@ -102,6 +106,12 @@ class FlowBackend(ABC):
     @abstractmethod
     def lora_state_dict(self) -> dict[str, torch.Tensor]:
         """The adapter in the export format (keys and scaling that loaders expect)."""
+
+    default_lora_targets: tuple[str, ...] = ()
+
+    @abstractmethod
+    def add_lora(self, rank: int, alpha: float | None = None, targets=(), init: str = "default") -> None:
+        """Attach a fresh trainable LoRA adapter (targets: module names; empty = the backend's default)."""
 
     def lora_metadata(self) -> dict[str, str]:
         """Facts about the base model for the LoRA file's metadata (modelspec.*)."""

@@ -24,7 +24,7 @@ class PeftLoraBackend(FlowBackend):
     lora_rank: int = 0
     lora_alpha: float = 0.0
     lora_prefix: str = ""  # export key prefix, e.g. "transformer." for diffusers pipelines
-    _trainable: dict[str, nn.Parameter]
+    _trainable: dict[str, nn.Parameter] = {}
 
     def add_lora(
         self, rank: int, alpha: float | None = None, targets: Sequence[str] | str = (), init: str = "default"
@@ -37,6 +37,7 @@ class PeftLoraBackend(FlowBackend):
         if rank < 1:
             raise ValueError(f"lora_rank must be >= 1, got {rank}")
         alpha = float(rank if alpha is None else alpha)
+        targets = targets or self.default_lora_targets
         config = LoraConfig(
             r=rank,
             lora_alpha=alpha,

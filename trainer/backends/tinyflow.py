@@ -22,6 +22,7 @@ def is_tinyflow_folder(path: str | Path) -> bool:
 
 class TinyFlowBackend(PeftLoraBackend):
     name = "tinyflow"
+    default_lora_targets = DEFAULT_TARGETS
 
     def __init__(self, model: TinyFlowModel, device: str | torch.device = "cpu", source: str = "tinyflow"):
         self.model = model.to(device).eval()
@@ -43,6 +44,9 @@ class TinyFlowBackend(PeftLoraBackend):
 
     def encode_prompts(self, prompts: list[str]) -> Cond:
         return {"tokens": self.tokenize(prompts).to(self.device)}
+
+    def default_size(self) -> tuple[int, int]:
+        return (self.model.config.image_size, self.model.config.image_size)
 
     def latent_shape(self, height: int, width: int) -> tuple[int, ...]:
         size = self.model.config.image_size

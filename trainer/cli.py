@@ -1,0 +1,127 @@
+"""`normguard` command line: `normguard train --config run.yaml [--key value ...]`.
+
+Every config key is also a flag (`normguard_weight` -> `--normguard-weight`); flags override the file.
+Rewards: repeatable `--reward NAME[=WEIGHT]`, their weight files in `--reward-path NAME PATH` (paths are
+never parsed out of a packed string: they may hold ':' or ','). Under `torchrun` or `accelerate launch`
+the same command trains data-parallel.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import types
+import typing
+from dataclasses import fields
+from typing import Any
+
+from .config import TrainConfig
+
+# flags that are not spelled like their config key
+ALIASES = {"iterations": ["--steps"], "prompts_file": ["--prompts"]}
+SKIP = {"prompts", "rewards"}  # list-valued keys with their own flags
+
+
+def _base_type(tp: Any) -> tuple[Any, bool]:
+    """(element type, is_list) of an annotation such as `float | None` or `list[str] | None`."""
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    if typing.get_origin(tp) in (typing.Union, types.UnionType) and args:
+        return _base_type(args[0])
+    if typing.get_origin(tp) is list:
+        return typing.get_args(tp)[0], True
+    return tp, False
+
+
+def add_config_flags(parser: argparse.ArgumentParser) -> None:
+    hints = typing.get_type_hints(TrainConfig)
+    group = parser.add_argument_group("config keys (override the --config file)")
+    for f in fields(TrainConfig):
+        if f.name in SKIP:
+            continue
+        tp, is_list = _base_type(hints[f.name])
+        names = [f"--{f.name.replace('_', '-')}", *ALIASES.get(f.name, [])]
+        kw: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": f.metadata.get("help")}
+        if tp is bool:
+            group.add_argument(*names, action=argparse.BooleanOptionalAction, **kw)
+        elif is_list:
+            group.add_argument(*names, nargs="+", type=tp, metavar=f.name.upper(), **kw)
+        else:
+            group.add_argument(*names, type=tp, metavar={int: "N", float: "X"}.get(tp, f.name.split("_")[-1].upper()), **kw)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="normguard", description="Reward fine-tuning of flow-matching image "
+                                     "models with the NormGuard velocity-norm penalty.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train", help="RL LoRA training (resumes an existing run in --out)",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    t.add_argument("--config", help="YAML file of config keys")
+    t.add_argument("--reward", action="append", metavar="NAME[=WEIGHT]", help="a reward (repeatable)")
+    t.add_argument("--reward-path", action="append", nargs=2, metavar=("NAME", "PATH"), default=[],
+                   help="weights on disk for a reward (repeatable)")
+    t.add_argument("--new-run", action="store_true", help="start over in a new subfolder of --out")
+    t.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
+    add_config_flags(t)
+    sub.add_parser("rewards", help="list the available rewards")
+    return parser
+
+
+def parse_reward(text: str) -> dict[str, Any]:
+    name, sep, weight = text.partition("=")
+    if not name:
+        raise ValueError(f"--reward {text!r}: expected NAME or NAME=WEIGHT")
+    try:
+        return {"name": name, "weight": float(weight) if sep else 1.0}
+    except ValueError:
+        raise ValueError(f"--reward {text!r}: the weight after '=' must be a number") from None
+
+
+def resolve_config(args: argparse.Namespace) -> TrainConfig:
+    raw = TrainConfig.from_yaml(args.config).to_dict() if args.config else {}
+    raw.update({f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)})
+    if args.reward:
+        raw["rewards"] = [parse_reward(r) for r in args.reward]
+    rewards = [r if isinstance(r, dict) else {"name": r} for r in raw.get("rewards", [])]
+    for name, path in args.reward_path:
+        match = [r for r in rewards if r["name"] == name]
+        if not match:
+            raise ValueError(f"--reward-path {name}: no reward named {name!r} (add --reward {name})")
+        match[0]["path"] = path
+    raw["rewards"] = rewards
+    return TrainConfig.from_dict(raw)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .callbacks import TqdmProgress
+    from .checkpoint import RunDirError
+    from .loop import train
+
+    try:
+        cfg = resolve_config(args)
+        if args.print_config:
+            print(cfg.to_yaml(), end="")
+            return 0
+        result = train(cfg, callbacks=[TqdmProgress()], new_run=args.new_run)
+    except (ValueError, FileNotFoundError, RunDirError) as e:
+        print(f"normguard: error: {e}", file=sys.stderr)
+        return 2
+    if result.lora_path is not None:
+        print(f"LoRA: {result.lora_path}\nrun: {result.run_dir} ({result.iterations} iterations, {result.status})")
+    return 0 if result.status == "finished" else 1
+
+
+def cmd_rewards(args: argparse.Namespace) -> int:
+    from .rewards import REGISTRY
+
+    for name in sorted(REGISTRY):
+        print(name)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return {"train": cmd_train, "rewards": cmd_rewards}[args.command](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,303 @@
+"""The RL loop: rollouts -> rewards -> group advantages -> base loss + NormGuard -> AdamW.
+
+Every random draw of iteration i comes from generators seeded by (seed, i, group, sample), so a
+resumed run repeats the uninterrupted one and the samples do not depend on how groups are split
+over processes. Data-parallel training is accelerate's: each process rolls out whole groups, the
+adapter's gradients are all-reduced by the prepared (DDP/FSDP) module.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from accelerate.utils import broadcast_object_list
+
+from .advantages import combined_advantages
+from .backends import FlowBackend, cond_cat, load_backend
+from .callbacks import Callback, CallbackList, MetricsWriter
+from .checkpoint import RunDir
+from .config import TrainConfig
+from .lora import build_metadata, save_lora
+from .methods import Method, RolloutData, batch_size, make_method, select
+from .old_policy import OldPolicy
+from .penalty import norm_stats, normguard_penalty
+from .rewards import RewardSet, build_rewards
+from .rollout import guided_velocity, randn, sample
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+RHO_STREAM = 2**31 - 1  # seed component of the fixed rho-evaluation noise
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    lora_path: Path | None
+    iterations: int  # completed iterations
+    status: str  # "finished", "interrupted" or "stopped: <why>"
+    metrics: dict[str, Any] = field(default_factory=dict)  # the last iteration's
+
+
+def generator(*parts: int) -> torch.Generator:
+    """A CPU generator seeded by a tuple of integers (independent streams per tuple)."""
+    return torch.Generator().manual_seed(int(np.random.SeedSequence(list(parts)).generate_state(1)[0]))
+
+
+def make_accelerator(cfg: TrainConfig) -> Accelerator:
+    return Accelerator(cpu=cfg.device == "cpu" or not torch.cuda.is_available())
+
+
+def resolve_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype:
+    if cfg.precision == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return DTYPES[cfg.precision]
+
+
+class Trainer:
+    """Holds what one run needs; `run()` is the loop. Use `train(cfg)` unless you embed it."""
+
+    def __init__(self, cfg: TrainConfig, *, backend: FlowBackend | None = None, rewards: RewardSet | None = None,
+                 callbacks: Sequence[Callback] = (), accelerator: Accelerator | None = None, new_run: bool = False):
+        cfg.validate()
+        self.cfg, self.prompts = cfg, cfg.load_prompts()
+        self.acc = acc = accelerator or make_accelerator(cfg)
+        world, rank = acc.num_processes, acc.process_index
+        if cfg.groups_per_iteration % world:
+            raise ValueError(f"groups_per_iteration ({cfg.groups_per_iteration}) must be a multiple of the number "
+                             f"of processes ({world}): every process samples whole groups")
+        per = cfg.groups_per_iteration // world
+        self.local_groups = range(rank * per, (rank + 1) * per)
+        self.device = acc.device if (cfg.device == "auto" or world > 1) else torch.device(cfg.device)
+        # the run folder: decided by the main process, shared with the others
+        root = [str(RunDir.open(cfg.out, cfg, new_run=new_run).root) if acc.is_main_process else None]
+        broadcast_object_list(root)
+        self.run_dir = RunDir(Path(root[0]))
+
+        torch.manual_seed(cfg.seed)  # LoRA init draws from the global generator
+        self.backend = backend or load_backend(cfg.model, self.device, resolve_dtype(cfg, self.device),
+                                               guidance=cfg.guidance,
+                                               gradient_checkpointing=cfg.gradient_checkpointing)
+        if not self.backend.named_trainable():
+            self.backend.add_lora(cfg.lora_rank, cfg.lora_alpha, tuple(cfg.lora_targets or ()))
+        self.rewards = rewards or build_rewards(cfg.rewards, cfg.reward_device or self.device,
+                                                cfg.reward_normalize_each)
+        self.method: Method = make_method(cfg)
+        self.needs_ref = self.method.needs_ref or cfg.normguard_weight > 0
+        self.named = self.backend.named_trainable()
+        self.params = list(self.named.values())
+        self.optimizer = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.old = OldPolicy(self.named, cfg.nft_ema_rate, cfg.nft_ema_max) if self.method.needs_old else None
+        self.state = {"iteration": 0, "optimizer_steps": 0, "nonfinite_streak": 0, "nonfinite_total": 0}
+        if ckpts := self.run_dir.checkpoints():
+            self._restore(ckpts[-1])
+        if world > 1:
+            self.backend.wrap_for_training(acc.prepare_model)
+        self.optimizer = acc.prepare_optimizer(self.optimizer)
+        self.height, self.width = (cfg.height or self.backend.default_size()[0],
+                                   cfg.width or self.backend.default_size()[1])
+        self.latent_shape = self.backend.latent_shape(self.height, self.width)
+        self.sigmas = self.backend.schedule(cfg.sample_steps, self.height, self.width)
+        self._cond_cache: dict[str, Any] = {}
+        writers = [MetricsWriter(self.run_dir.root, cfg.tensorboard)] if acc.is_main_process else []
+        self.callbacks = CallbackList([*writers, *callbacks] if acc.is_main_process else [])
+
+    # --- the loop ---------------------------------------------------------------------------------
+    def run(self) -> TrainResult:
+        cfg, state = self.cfg, self.state
+        result = TrainResult(self.run_dir.root, None, state["iteration"], "finished")
+        self.callbacks("on_train_start", {"iterations": cfg.iterations, "start_iteration": state["iteration"],
+                                          "run_dir": str(self.run_dir.root), "method": cfg.method})
+        consistent = True  # the weights match state["iteration"] (false only while an update is applied)
+        try:
+            for it in range(state["iteration"], cfg.iterations):
+                t0 = time.perf_counter()
+                gen = generator(cfg.seed, it)
+                data, metrics = self.collect(it, gen)
+                t1 = time.perf_counter()
+                consistent = False
+                metrics |= self.optimize(data, gen)
+                state["iteration"] = it + 1
+                consistent = True
+                if self.acc.is_main_process and cfg.rho_every and ((it + 1) % cfg.rho_every == 0 or it + 1 == cfg.iterations):
+                    metrics |= self.measure_rho()
+                metrics |= {"time_rollout": t1 - t0, "time_iteration": time.perf_counter() - t0}
+                result.metrics, result.iterations = metrics, it + 1
+                self.callbacks("on_iteration_end", it + 1, metrics)
+                stop = state["nonfinite_streak"] >= cfg.max_nonfinite
+                if (it + 1) % cfg.checkpoint_every == 0 or it + 1 == cfg.iterations or stop:
+                    result.lora_path = self.save()
+                if stop:
+                    result.status = (f"stopped: {state['nonfinite_streak']} non-finite steps in a row; the LoRA holds "
+                                     f"the last good weights (iteration {it + 1})")
+                    break
+            if result.lora_path is None:
+                result.lora_path = self.save(checkpoint=False)
+        except BaseException:
+            result.status = "interrupted"
+            result.lora_path = self.save(checkpoint=consistent)  # keep the last good LoRA
+            raise
+        finally:
+            self.callbacks("on_train_end", result)
+        return result
+
+    def collect(self, it: int, gen: torch.Generator) -> tuple[RolloutData, dict[str, Any]]:
+        """Roll out this process's groups, score them, and turn rewards into advantages."""
+        cfg, b = self.cfg, self.backend
+        order = torch.randperm(len(self.prompts), generator=gen)
+        group_prompts = [self.prompts[order[g % len(self.prompts)]] for g in self.local_groups]
+        prompts = [p for p in group_prompts for _ in range(cfg.group_size)]
+        gens = [generator(cfg.seed, it, g, j) for g in self.local_groups for j in range(cfg.group_size)]
+        cond = self.encode(prompts)
+        uncond = self.encode([""] * len(prompts)) if (cfg.cfg > 1 or self.method.train_cfg > 1) else None
+        roll = sample(b, cond, randn(self.latent_shape, gens, self.device), self.sigmas, uncond=uncond, cfg=cfg.cfg,
+                      sde_eta=self.method.sde_eta, generators=gens,
+                      on_step=lambda k, n: self.callbacks("on_sample_step", k, n))
+        with torch.no_grad():
+            images = b.decode(roll.latents)
+        t = time.perf_counter()
+        parts = self.rewards.score(images, prompts)
+        total = sum(self.rewards.weights[k] * v for k, v in parts.items())
+        adv = combined_advantages(parts, self.rewards.weights, cfg.group_size, normalize_each=self.rewards.normalize_each,
+                                  std=cfg.adv_std, batch_std=lambda r: self.acc.gather(r.to(self.device)).float().std().cpu())
+        self.callbacks("on_rollout", it + 1, images.float().cpu(), prompts, total)
+        everyone = self.acc.gather(total.to(self.device)).float()
+        metrics = {"reward_mean": everyone.mean().item(), "reward_std": everyone.std().item(), "time_reward":
+                   time.perf_counter() - t}
+        if len(parts) > 1:
+            metrics |= {f"reward/{k}": self.acc.gather(v.to(self.device)).float().mean().item() for k, v in parts.items()}
+        data = RolloutData(x0=roll.latents, cond=cond, uncond=uncond, adv=adv.to(self.device), group_size=cfg.group_size,
+                           sigmas=self.sigmas, states=roll.states, log_probs=roll.log_probs, generators=gens)
+        return data, metrics
+
+    def optimize(self, data: RolloutData, gen: torch.Generator) -> dict[str, Any]:
+        """One optimizer step over K timesteps x micro-batches of this iteration's samples."""
+        cfg, state = self.cfg, self.state
+        batches = self.method.batches(data, gen)
+        unit = self.method.units_per_row
+        mb = max(unit, cfg.micro_batch_size // unit * unit)
+        chunks = [select(b, slice(i, i + mb)) for b in batches for i in range(0, batch_size(b), mb)]
+        rows = sum(batch_size(c) for c in chunks)
+        sums: dict[str, float] = {}
+        t = time.perf_counter()
+        for i, chunk in enumerate(chunks):
+            n = batch_size(chunk)
+            last = i == len(chunks) - 1
+            sync = nullcontext() if (last or self.backend._runner is None) else self.acc.no_sync(self.backend._runner)
+            with sync:
+                loss, stats = self.loss(chunk)
+                self.acc.backward(loss * (n / rows))
+            for k, v in stats.items():
+                sums[k] = sums.get(k, 0.0) + v * n / rows
+        grad_norm = float(self.acc.clip_grad_norm_(self.params, cfg.grad_clip))
+        finite = math.isfinite(grad_norm)
+        if finite:
+            self.optimizer.step()
+            state["optimizer_steps"] += 1
+            state["nonfinite_streak"] = 0
+            if self.old is not None:
+                self.old.update(state["optimizer_steps"])
+        else:  # skip the step: a NaN/inf would poison the adapter and the optimizer state
+            state["nonfinite_streak"] += 1
+            state["nonfinite_total"] += 1
+        self.optimizer.zero_grad(set_to_none=True)
+        keys = sorted(sums)
+        means = self.acc.reduce(torch.tensor([sums[k] for k in keys], device=self.device), "mean").tolist()
+        return {**dict(zip(keys, means, strict=True)), "grad_norm": grad_norm, "skipped_step": int(not finite),
+                "nonfinite_total": state["nonfinite_total"], "time_train": time.perf_counter() - t}
+
+    def loss(self, b: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
+        """Base loss + NormGuard on one micro-batch; each model pass runs at most once."""
+        cfg = self.cfg
+
+        def forward() -> torch.Tensor:
+            return guided_velocity(self.backend, b["x_t"], b["sigma"], b["cond"], b.get("uncond"), self.method.train_cfg)
+
+        v_old = v_ref = None
+        with torch.no_grad():  # no-grad passes first: the old policy is swapped into the adapter's weights
+            if self.old is not None:
+                with self.old.swapped_in():
+                    v_old = forward()
+            if self.needs_ref:
+                with self.backend.reference():
+                    v_ref = forward()
+        v = forward()
+        base, stats = self.method.loss(b, v, v_ref, v_old)
+        penalty = normguard_penalty(v, v_ref, cfg.normguard_weight, form=cfg.normguard_form,
+                                    relative=cfg.normguard_relative, margin=cfg.normguard_margin,
+                                    reduction=cfg.normguard_reduction)
+        total = base + penalty
+        stats |= {"loss": total.item(), "loss_base": base.item(), "penalty": penalty.item(),
+                  "nonfinite_loss": float(not math.isfinite(total.item()))}
+        if v_ref is not None:
+            stats |= norm_stats(v, v_ref, relative=cfg.normguard_relative, margin=cfg.normguard_margin,
+                                reduction=cfg.normguard_reduction)
+        return total, stats
+
+    # --- helpers ----------------------------------------------------------------------------------
+    def encode(self, prompts: list[str]) -> dict[str, torch.Tensor]:
+        """Encode prompts once per run: text encoders are frozen, so embeddings never change."""
+        missing = sorted({p for p in prompts if p not in self._cond_cache})
+        if missing:
+            enc = self.backend.encode_prompts(missing)
+            for i, p in enumerate(missing):
+                self._cond_cache[p] = {k: v[i : i + 1] for k, v in enc.items()}
+        return cond_cat([self._cond_cache[p] for p in prompts])
+
+    def measure_rho(self) -> dict[str, Any]:
+        """Per-sampler-step rho on a fixed set (same prompts and noise every time): costs a
+        reference pass per step, so it runs every `rho_every` iterations, not on every rollout."""
+        n = self.cfg.rho_samples
+        prompts = [self.prompts[i % len(self.prompts)] for i in range(n)]
+        noise = randn(self.latent_shape, [generator(self.cfg.seed, RHO_STREAM, i) for i in range(n)], self.device)
+        uncond = self.encode([""] * n) if self.cfg.cfg > 1 else None
+        roll = sample(self.backend, self.encode(prompts), noise, self.sigmas, uncond=uncond, cfg=self.cfg.cfg,
+                      record_norms=True)
+        rho = roll.rho.tolist()
+        return {"rho_mean": float(np.mean(rho)), "rho_per_step": rho}
+
+    def save(self, checkpoint: bool = True) -> Path | None:
+        """Export the LoRA (and a checkpoint) from the main process; returns the LoRA's path."""
+        if not self.acc.is_main_process:
+            return None
+        cfg, it = self.cfg, self.state["iteration"]
+        facts = {"method": cfg.method, "weight": cfg.normguard_weight, "form": cfg.normguard_form,
+                 "relative": cfg.normguard_relative, "margin": cfg.normguard_margin,
+                 "reduction": cfg.normguard_reduction,
+                 "reward": [{"name": r.name, "weight": r.weight} for r in cfg.rewards], "iterations": it,
+                 "sample_steps": cfg.sample_steps, "cfg": cfg.cfg, "base_model": cfg.model, "lora_rank": cfg.lora_rank,
+                 "lora_alpha": self.backend.lora_alpha if hasattr(self.backend, "lora_alpha") else cfg.lora_alpha,
+                 "seed": cfg.seed}
+        meta = build_metadata(self.backend.lora_metadata(), facts, title=cfg.lora_name,
+                              resolution=f"{self.width}x{self.height}")
+        path = save_lora(self.run_dir.lora_path(cfg.lora_name), self.backend.lora_state_dict(), meta, cfg.lora_dtype)
+        if checkpoint:
+            tensors = {"adapter": {k: p.detach() for k, p in self.named.items()}}
+            if self.old is not None:
+                tensors["old_policy"] = self.old.shadow
+            self.run_dir.save_checkpoint(it, tensors, self.optimizer.state_dict(), dict(self.state), cfg.keep_checkpoints)
+            self.callbacks("on_checkpoint", it, path)
+        return path
+
+    def _restore(self, path: Path) -> None:
+        tensors, optimizer, state = RunDir.load_checkpoint(path)
+        with torch.no_grad():
+            for k, p in self.named.items():
+                p.copy_(tensors["adapter"][k])
+            if self.old is not None:
+                for k, v in tensors["old_policy"].items():
+                    self.old.shadow[k].copy_(v)
+        self.optimizer.load_state_dict(optimizer)
+        self.state.update(state)
+
+
+def train(cfg: TrainConfig, **kwargs: Any) -> TrainResult:
+    """Run (or resume) RL LoRA training as configured. kwargs: see Trainer."""
+    return Trainer(cfg, **kwargs).run()

@@ -1,0 +1,55 @@
+"""LoRA files: one safetensors file that ComfyUI's LoraLoader and diffusers both load, with metadata."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from .files import atomic_write
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def build_metadata(base: dict[str, str], facts: dict[str, Any], title: str, resolution: str | None = None
+                   ) -> dict[str, str]:
+    """modelspec.* (the customary LoRA model card keys) plus normguard.* training facts, all strings."""
+    meta = {
+        "modelspec.sai_model_spec": "1.0.0",
+        "modelspec.title": title,
+        "modelspec.date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        **({"modelspec.resolution": resolution} if resolution else {}),
+        **base,
+    }
+    for k, v in facts.items():
+        meta[f"normguard.{k}"] = v if isinstance(v, str) else json.dumps(v)
+    return meta
+
+
+def save_lora(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str],
+              dtype: str = "fp32") -> Path:
+    """Write the LoRA atomically (a crash leaves the previous file intact)."""
+    cast = {k: v.to(DTYPES[dtype]).contiguous() for k, v in tensors.items()}
+    return atomic_write(path, lambda tmp: save_file(cast, str(tmp), metadata=metadata))
+
+
+def read_lora_metadata(path: str | Path) -> dict[str, str]:
+    with safe_open(str(path), framework="pt") as f:
+        return dict(f.metadata() or {})
+
+
+def normguard_facts(metadata: dict[str, str]) -> dict[str, Any]:
+    """The normguard.* entries of a LoRA file's metadata, decoded."""
+    out = {}
+    for k, v in metadata.items():
+        if k.startswith("normguard."):
+            try:
+                out[k[len("normguard."):]] = json.loads(v)
+            except json.JSONDecodeError:
+                out[k[len("normguard."):]] = v
+    return out
