@@ -16,8 +16,9 @@ PROMPTS = ["red circle left", "blue square right", "green triangle", "red square
 def tiny_tinyflow(seed: int = 0) -> TinyFlowModel:
     """A 16x16 TinyFlow with every weight random (the real init zeroes the output layers)."""
     torch.manual_seed(seed)
-    model = TinyFlowModel(TinyFlowConfig(image_size=16, patch_size=4, hidden=32, depth=2, heads=2, max_words=6,
-                                         vocab=VOCAB))
+    model = TinyFlowModel(
+        TinyFlowConfig(image_size=16, patch_size=4, hidden=32, depth=2, heads=2, max_words=6, vocab=VOCAB)
+    )
     with torch.no_grad():
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.05)
@@ -39,7 +40,20 @@ def tiny_backend(tiny_model_dir) -> TinyFlowBackend:
 @pytest.fixture
 def tiny_config(tiny_model_dir, tmp_path):
     """A config for a few fast iterations on the tiny model; override fields with .replace()."""
-    return TrainConfig(model=tiny_model_dir, prompts=list(PROMPTS), rewards=["jpeg_incompressibility"],
-                       iterations=2, groups_per_iteration=2, group_size=4, sample_steps=4, train_timesteps=2,
-                       micro_batch_size=4, lr=1e-3, out=str(tmp_path / "run"), rho_every=2, rho_samples=2,
-                       tensorboard=False, checkpoint_every=1)
+    return TrainConfig(
+        model=tiny_model_dir,
+        prompts=list(PROMPTS),
+        rewards=["jpeg_incompressibility"],
+        iterations=2,
+        groups_per_iteration=2,
+        group_size=4,
+        sample_steps=4,
+        train_timesteps=2,
+        micro_batch_size=4,
+        lr=1e-3,
+        out=str(tmp_path / "run"),
+        rho_every=2,
+        rho_samples=2,
+        tensorboard=False,
+        checkpoint_every=1,
+    )

@@ -16,7 +16,12 @@ def rand(*shape, seed=0):
 
 
 def test_nft_matches_plain_computation():
-    v, v_old, x_t, x0 = rand(B, *SHAPE, seed=1), rand(B, *SHAPE, seed=2), rand(B, *SHAPE, seed=3), rand(B, *SHAPE, seed=4)
+    v, v_old, x_t, x0 = (
+        rand(B, *SHAPE, seed=1),
+        rand(B, *SHAPE, seed=2),
+        rand(B, *SHAPE, seed=3),
+        rand(B, *SHAPE, seed=4),
+    )
     sigma, adv = torch.tensor([0.9, 0.5, 0.3, 0.7]), torch.tensor([2.0, -1.0, 7.0, -9.0])
     beta, amax = 0.5, 5.0
     total = 0.0
@@ -34,7 +39,12 @@ def test_nft_matches_plain_computation():
 
 
 def test_awm_matches_plain_computation():
-    v, u, adv, w = rand(B, *SHAPE, seed=1), rand(B, *SHAPE, seed=2), torch.tensor([1.0, -2.0, 8.0, 0.5]), torch.rand(B)
+    v, u, adv, w = (
+        rand(B, *SHAPE, seed=1),
+        rand(B, *SHAPE, seed=2),
+        torch.tensor([1.0, -2.0, 8.0, 0.5]),
+        torch.rand(B),
+    )
     expected = sum(max(-5, min(5, adv[i].item())) * w[i] * ((v[i] - u[i]) ** 2).mean() for i in range(B)) / B
     assert torch.allclose(awm_loss(v, u, adv, time_weight=w), torch.as_tensor(expected), rtol=1e-5)
 
@@ -45,7 +55,8 @@ def test_dpo_matches_plain_computation():
     expected = 0.0
     for i in range(2):
         d = (((vw[i] - uw[i]) ** 2).mean() - ((vrw[i] - uw[i]) ** 2).mean()) - (
-            ((vl[i] - ul[i]) ** 2).mean() - ((vrl[i] - ul[i]) ** 2).mean())
+            ((vl[i] - ul[i]) ** 2).mean() - ((vrl[i] - ul[i]) ** 2).mean()
+        )
         expected += -math.log(1 / (1 + math.exp(0.5 * beta * d.item())))
     got = dpo_loss(vw, vrw, uw, vl, vrl, ul, beta=beta)
     assert math.isclose(got.item(), expected / 2, rel_tol=1e-4)
@@ -72,7 +83,11 @@ def test_sde_step_matches_plain_formula_and_log_prob_is_gaussian():
 
 def test_grpo_matches_plain_computation():
     mean, x_next, mean_ref = rand(B, *SHAPE, seed=1), rand(B, *SHAPE, seed=2), rand(B, *SHAPE, seed=3)
-    std, lp_old, adv = torch.full((B,), 0.5), torch.tensor([-1.0, -1.2, -0.9, -1.1]), torch.tensor([1.0, -1.0, 2.0, -6.0])
+    std, lp_old, adv = (
+        torch.full((B,), 0.5),
+        torch.tensor([-1.0, -1.2, -0.9, -1.1]),
+        torch.tensor([1.0, -1.0, 2.0, -6.0]),
+    )
     clip, kl_w = 0.2, 0.1
     expected = 0.0
     for i in range(B):
@@ -118,7 +133,9 @@ def test_nft_positive_advantage_pulls_towards_target_negative_pushes_away():
 
 def test_dpo_pulls_winner_towards_and_pushes_loser_from_its_target():
     vw0, vl0, uw, ul = (rand(1, *SHAPE, seed=s) for s in range(4))
-    v = _descend(lambda v: dpo_loss(v[:1], vw0, uw, v[1:], vl0, ul, beta=10.0), torch.cat([vw0, vl0]), steps=5)
+    v = _descend(
+        lambda v: dpo_loss(v[:1], vw0, uw, v[1:], vl0, ul, beta=10.0), torch.cat([vw0, vl0]), steps=5
+    )
     assert (v[:1] - uw).norm() < (vw0 - uw).norm()
     assert (v[1:] - ul).norm() > (vl0 - ul).norm()
 
@@ -148,7 +165,9 @@ def test_penalty_composes_additively_with_each_base_loss():
     sigma, adv = torch.full((B,), 0.5), torch.tensor([1.0, -1.0, 0.5, -0.5])
     bases = {
         "awm": lambda v: awm_loss(v, u, adv),
-        "nft": lambda v: nft_loss(v, v_ref, x0 + sigma.view(-1, 1, 1, 1) * u, x0, sigma, nft_reward_weight(adv)),
+        "nft": lambda v: nft_loss(
+            v, v_ref, x0 + sigma.view(-1, 1, 1, 1) * u, x0, sigma, nft_reward_weight(adv)
+        ),
         "dpo": lambda v: dpo_loss(v[:2], v_ref[:2], u[:2], v[2:], v_ref[2:], u[2:]),
     }
     for name, base in bases.items():

@@ -7,8 +7,12 @@ import torch
 
 from normguard.trainer import normguard_penalty, velocity_norms
 
-OPTIONS = [dict(form=f, relative=r, margin=m, reduction=red)
-           for f, r, m, red in itertools.product(["linear", "squared"], [True, False], [0.0, 0.05], ["sample", "token"])]
+OPTIONS = [
+    dict(form=f, relative=r, margin=m, reduction=red)
+    for f, r, m, red in itertools.product(
+        ["linear", "squared"], [True, False], [0.0, 0.05], ["sample", "token"]
+    )
+]
 
 
 def _pair(scale: float, shape=(3, 4, 5, 6), seed=0):

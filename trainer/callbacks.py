@@ -21,7 +21,9 @@ class Callback:
     def on_sample_step(self, step: int, total: int) -> None:
         """One sampler step of the current rollout is done."""
 
-    def on_rollout(self, iteration: int, images: torch.Tensor, prompts: list[str], rewards: torch.Tensor) -> None:
+    def on_rollout(
+        self, iteration: int, images: torch.Tensor, prompts: list[str], rewards: torch.Tensor
+    ) -> None:
         """This iteration's rollout images [B, 3, H, W] in [0, 1] (CPU) and their rewards."""
 
     def on_iteration_end(self, iteration: int, metrics: dict[str, Any]) -> None:
@@ -82,13 +84,21 @@ class TqdmProgress(Callback):
     def on_train_start(self, info: dict[str, Any]) -> None:
         from tqdm.auto import tqdm
 
-        self.bar = tqdm(total=info["iterations"], initial=info["start_iteration"], desc=f"{info['method']} RL",
-                        unit="it", dynamic_ncols=True)
+        self.bar = tqdm(
+            total=info["iterations"],
+            initial=info["start_iteration"],
+            desc=f"{info['method']} RL",
+            unit="it",
+            dynamic_ncols=True,
+        )
 
     def on_iteration_end(self, iteration: int, metrics: dict[str, Any]) -> None:
         self.bar.update(1)
-        self.bar.set_postfix(reward=f"{metrics['reward_mean']:.4g}", rho=f"{metrics.get('train_rho', 1.0):.3f}",
-                             penalty=f"{metrics.get('penalty', 0.0):.3g}")
+        self.bar.set_postfix(
+            reward=f"{metrics['reward_mean']:.4g}",
+            rho=f"{metrics.get('train_rho', 1.0):.3f}",
+            penalty=f"{metrics.get('penalty', 0.0):.3g}",
+        )
 
     def on_train_end(self, result: Any) -> None:
         if self.bar is not None:

@@ -28,7 +28,9 @@ class RunDirError(ValueError):
 
 def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
     keys = sorted((set(saved) | set(current)) - RESUMABLE_CHANGES)
-    return [f"{k}: saved {saved.get(k)!r}, now {current.get(k)!r}" for k in keys if saved.get(k) != current.get(k)]
+    return [
+        f"{k}: saved {saved.get(k)!r}, now {current.get(k)!r}" for k in keys if saved.get(k) != current.get(k)
+    ]
 
 
 class RunDir:
@@ -83,15 +85,23 @@ class RunDir:
         d = self.root / CKPT_DIR
         return sorted(p for p in d.glob("iter-*") if (p / "state.json").is_file()) if d.is_dir() else []
 
-    def save_checkpoint(self, iteration: int, tensors: dict[str, dict[str, torch.Tensor]],
-                        optimizer: dict[str, Any], state: dict[str, Any], keep: int) -> Path:
+    def save_checkpoint(
+        self,
+        iteration: int,
+        tensors: dict[str, dict[str, torch.Tensor]],
+        optimizer: dict[str, Any],
+        state: dict[str, Any],
+        keep: int,
+    ) -> Path:
         """Write into a temporary folder and rename it: a checkpoint is either whole or absent."""
         final = self.root / CKPT_DIR / f"iter-{iteration:06d}"
         tmp = final.with_name(final.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         for name, group in tensors.items():
-            save_file({k: v.detach().cpu().contiguous() for k, v in group.items()}, str(tmp / f"{name}.safetensors"))
+            save_file(
+                {k: v.detach().cpu().contiguous() for k, v in group.items()}, str(tmp / f"{name}.safetensors")
+            )
         torch.save(optimizer, tmp / "optimizer.pt")
         (tmp / "state.json").write_text(json.dumps(state, indent=1))
         shutil.rmtree(final, ignore_errors=True)
@@ -101,7 +111,9 @@ class RunDir:
         return final
 
     @staticmethod
-    def load_checkpoint(path: Path) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, Any], dict[str, Any]]:
+    def load_checkpoint(
+        path: Path,
+    ) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, Any], dict[str, Any]]:
         tensors = {p.stem: load_file(str(p)) for p in path.glob("*.safetensors")}
         optimizer = torch.load(path / "optimizer.pt", weights_only=True, map_location="cpu")
         state = json.loads((path / "state.json").read_text())

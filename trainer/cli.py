@@ -46,19 +46,33 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
         elif is_list:
             group.add_argument(*names, nargs="+", type=tp, metavar=f.name.upper(), **kw)
         else:
-            group.add_argument(*names, type=tp, metavar={int: "N", float: "X"}.get(tp, f.name.split("_")[-1].upper()), **kw)
+            group.add_argument(
+                *names, type=tp, metavar={int: "N", float: "X"}.get(tp, f.name.split("_")[-1].upper()), **kw
+            )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="normguard", description="Reward fine-tuning of flow-matching image "
-                                     "models with the NormGuard velocity-norm penalty.")
+    parser = argparse.ArgumentParser(
+        prog="normguard",
+        description="Reward fine-tuning of flow-matching image "
+        "models with the NormGuard velocity-norm penalty.",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
-    t = sub.add_parser("train", help="RL LoRA training (resumes an existing run in --out)",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    t = sub.add_parser(
+        "train",
+        help="RL LoRA training (resumes an existing run in --out)",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     t.add_argument("--config", help="YAML file of config keys")
     t.add_argument("--reward", action="append", metavar="NAME[=WEIGHT]", help="a reward (repeatable)")
-    t.add_argument("--reward-path", action="append", nargs=2, metavar=("NAME", "PATH"), default=[],
-                   help="weights on disk for a reward (repeatable)")
+    t.add_argument(
+        "--reward-path",
+        action="append",
+        nargs=2,
+        metavar=("NAME", "PATH"),
+        default=[],
+        help="weights on disk for a reward (repeatable)",
+    )
     t.add_argument("--new-run", action="store_true", help="start over in a new subfolder of --out")
     t.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
     add_config_flags(t)
@@ -106,7 +120,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"normguard: error: {e}", file=sys.stderr)
         return 2
     if result.lora_path is not None:
-        print(f"LoRA: {result.lora_path}\nrun: {result.run_dir} ({result.iterations} iterations, {result.status})")
+        print(
+            f"LoRA: {result.lora_path}\nrun: {result.run_dir} ({result.iterations} iterations, {result.status})"
+        )
     return 0 if result.status == "finished" else 1
 
 

@@ -24,26 +24,34 @@ def _help(text: str, **kw: Any) -> Any:
 @dataclass
 class TrainConfig:
     # --- model --------------------------------------------------------------------------------
-    model: str = _help("'builtin' (the shipped TinyFlow model), or a diffusers SD3/FLUX.1 folder or cached repo id",
-                       default="builtin")
+    model: str = _help(
+        "'builtin' (the shipped TinyFlow model), or a diffusers SD3/FLUX.1 folder or cached repo id",
+        default="builtin",
+    )
     device: str = _help("'auto' (CUDA if present), 'cpu', 'cuda', 'cuda:1'...", default="auto")
     precision: str = _help("'auto' (bf16 on CUDA, fp32 on CPU), 'fp32', 'bf16' or 'fp16'", default="auto")
-    gradient_checkpointing: bool = _help("recompute activations in backward: less memory, ~1.3x slower",
-                                         default=False)
-    guidance: float | None = _help("distilled guidance for guidance-distilled models (FLUX.1-dev)", default=None)
+    gradient_checkpointing: bool = _help(
+        "recompute activations in backward: less memory, ~1.3x slower", default=False
+    )
+    guidance: float | None = _help(
+        "distilled guidance for guidance-distilled models (FLUX.1-dev)", default=None
+    )
     lora_rank: int = _help("LoRA rank", default=16)
     lora_alpha: float | None = _help("LoRA alpha (default: equal to the rank, i.e. scale 1)", default=None)
-    lora_targets: list[str] | None = _help("module names the LoRA adapts (default: attention projections)",
-                                           default=None)
+    lora_targets: list[str] | None = _help(
+        "module names the LoRA adapts (default: attention projections)", default=None
+    )
     lora_dtype: str = _help("precision of the saved LoRA file: fp32, bf16 or fp16", default="fp32")
     lora_name: str = _help("file name (without .safetensors) of the exported LoRA", default="normguard_lora")
     # --- data and rewards ---------------------------------------------------------------------
     prompts: list[str] = _help("training prompts", default_factory=list)
-    prompts_file: str | None = _help("UTF-8 file, one prompt per line (blank lines and # comments ignored)",
-                                     default=None)
+    prompts_file: str | None = _help(
+        "UTF-8 file, one prompt per line (blank lines and # comments ignored)", default=None
+    )
     rewards: list[RewardSpec] = _help("rewards with weights", default_factory=list)
-    reward_normalize_each: bool = _help("turn each reward into advantages before the weighted sum",
-                                        default=False)
+    reward_normalize_each: bool = _help(
+        "turn each reward into advantages before the weighted sum", default=False
+    )
     reward_device: str | None = _help("device for reward models (default: the training device)", default=None)
     height: int | None = _help("image height (default: the model's native size)", default=None)
     width: int | None = _help("image width (default: the model's native size)", default=None)
@@ -55,16 +63,18 @@ class TrainConfig:
     sample_steps: int = _help("sampler steps per rollout", default=10)
     cfg: float = _help("classifier-free guidance scale of rollouts (1 = off)", default=1.0)
     train_timesteps: int = _help("timesteps (or SDE steps for grpo) trained per sample", default=4)
-    timestep_fraction: float = _help("train on timesteps from this first (noisiest) fraction of the schedule",
-                                     default=0.8)
+    timestep_fraction: float = _help(
+        "train on timesteps from this first (noisiest) fraction of the schedule", default=0.8
+    )
     micro_batch_size: int = _help("samples per forward/backward pass", default=8)
     lr: float = _help("AdamW learning rate", default=1e-4)
     weight_decay: float = _help("AdamW weight decay", default=1e-4)
     grad_clip: float = _help("max gradient norm", default=1.0)
     adv_std: str = _help("advantage normalisation: 'group' std or 'batch' std", default="group")
     adv_clip: float = _help("advantage clip (also NFT's A_max)", default=5.0)
-    kl_weight: float = _help("KL-to-reference weight (awm, grpo; reuses NormGuard's reference pass)",
-                             default=0.0)
+    kl_weight: float = _help(
+        "KL-to-reference weight (awm, grpo; reuses NormGuard's reference pass)", default=0.0
+    )
     nft_beta: float = _help("DiffusionNFT guidance strength beta", default=1.0)
     nft_ema_rate: float = _help("old-policy EMA decay ramp per optimizer step", default=0.001)
     nft_ema_max: float = _help("old-policy EMA decay ceiling", default=0.5)
@@ -75,17 +85,21 @@ class TrainConfig:
     # --- NormGuard ----------------------------------------------------------------------------
     normguard_weight: float = _help("NormGuard penalty weight lambda (0 turns it off)", default=1.0)
     normguard_form: str = _help("hinge form: 'linear' or 'squared'", default="linear")
-    normguard_relative: bool = _help("hinge on ||v||/||v_ref|| - 1 (scale-free) instead of the difference",
-                                     default=True)
+    normguard_relative: bool = _help(
+        "hinge on ||v||/||v_ref|| - 1 (scale-free) instead of the difference", default=True
+    )
     normguard_margin: float = _help("tolerance before the hinge activates", default=0.0)
     normguard_reduction: str = _help("norm over each 'sample' or per 'token'", default="sample")
     # --- run ----------------------------------------------------------------------------------
-    out: str = _help("run directory (an existing run with the same config is resumed)", default="runs/normguard")
+    out: str = _help(
+        "run directory (an existing run with the same config is resumed)", default="runs/normguard"
+    )
     seed: int = _help("seed of every random draw (rollout noise, prompts, timesteps)", default=0)
     checkpoint_every: int = _help("save a checkpoint and the LoRA every N iterations", default=10)
     keep_checkpoints: int = _help("how many recent checkpoints to keep", default=2)
-    rho_every: int = _help("measure per-sampler-step rho on fixed prompts every N iterations (0 = never)",
-                           default=10)
+    rho_every: int = _help(
+        "measure per-sampler-step rho on fixed prompts every N iterations (0 = never)", default=10
+    )
     rho_samples: int = _help("samples in the fixed rho evaluation set", default=4)
     max_nonfinite: int = _help("stop after this many non-finite steps in a row", default=3)
     tensorboard: bool = _help("also log metrics to TensorBoard", default=True)
@@ -142,36 +156,65 @@ class TrainConfig:
                 raise ValueError(msg)
 
         need(self.method in METHODS, f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
-        need(self.group_size >= 2, f"group_size must be >= 2 for group-relative advantages, got {self.group_size}")
+        need(
+            self.group_size >= 2,
+            f"group_size must be >= 2 for group-relative advantages, got {self.group_size}",
+        )
         need(self.iterations >= 0, f"iterations must be >= 0, got {self.iterations}")
-        need(self.groups_per_iteration >= 1, f"groups_per_iteration must be >= 1, got {self.groups_per_iteration}")
+        need(
+            self.groups_per_iteration >= 1,
+            f"groups_per_iteration must be >= 1, got {self.groups_per_iteration}",
+        )
         need(self.sample_steps >= 1, f"sample_steps must be >= 1, got {self.sample_steps}")
         need(self.train_timesteps >= 1, f"train_timesteps must be >= 1, got {self.train_timesteps}")
-        need(0 < self.timestep_fraction <= 1, f"timestep_fraction must be in (0, 1], got {self.timestep_fraction}")
+        need(
+            0 < self.timestep_fraction <= 1,
+            f"timestep_fraction must be in (0, 1], got {self.timestep_fraction}",
+        )
         need(self.micro_batch_size >= 1, f"micro_batch_size must be >= 1, got {self.micro_batch_size}")
-        need(self.method != "dpo" or self.micro_batch_size >= 2,
-             "micro_batch_size must be >= 2 for dpo (a pair per pass)")
+        need(
+            self.method != "dpo" or self.micro_batch_size >= 2,
+            "micro_batch_size must be >= 2 for dpo (a pair per pass)",
+        )
         need(self.lr > 0, f"lr must be > 0, got {self.lr}")
         need(self.normguard_weight >= 0, f"normguard_weight must be >= 0, got {self.normguard_weight}")
         need(self.normguard_margin >= 0, f"normguard_margin must be >= 0, got {self.normguard_margin}")
-        need(self.normguard_form in ("linear", "squared"),
-             f"normguard_form must be 'linear' or 'squared', got {self.normguard_form!r}")
-        need(self.normguard_reduction in ("sample", "token"),
-             f"normguard_reduction must be 'sample' or 'token', got {self.normguard_reduction!r}")
+        need(
+            self.normguard_form in ("linear", "squared"),
+            f"normguard_form must be 'linear' or 'squared', got {self.normguard_form!r}",
+        )
+        need(
+            self.normguard_reduction in ("sample", "token"),
+            f"normguard_reduction must be 'sample' or 'token', got {self.normguard_reduction!r}",
+        )
         need(self.adv_std in ("group", "batch"), f"adv_std must be 'group' or 'batch', got {self.adv_std!r}")
-        need(self.awm_time_weight in ("uniform", "sigma"),
-             f"awm_time_weight must be 'uniform' or 'sigma', got {self.awm_time_weight!r}")
-        need(self.precision in ("auto", "fp32", "bf16", "fp16"),
-             f"precision must be auto, fp32, bf16 or fp16, got {self.precision!r}")
-        need(self.lora_dtype in ("fp32", "bf16", "fp16"),
-             f"lora_dtype must be fp32, bf16 or fp16, got {self.lora_dtype!r}")
+        need(
+            self.awm_time_weight in ("uniform", "sigma"),
+            f"awm_time_weight must be 'uniform' or 'sigma', got {self.awm_time_weight!r}",
+        )
+        need(
+            self.precision in ("auto", "fp32", "bf16", "fp16"),
+            f"precision must be auto, fp32, bf16 or fp16, got {self.precision!r}",
+        )
+        need(
+            self.lora_dtype in ("fp32", "bf16", "fp16"),
+            f"lora_dtype must be fp32, bf16 or fp16, got {self.lora_dtype!r}",
+        )
         need(self.cfg >= 1.0, f"cfg must be >= 1 (1 = no guidance), got {self.cfg}")
         need(bool(self.rewards), "no reward: name at least one (--reward NAME or `rewards:` in the config)")
         need(self.checkpoint_every >= 1, f"checkpoint_every must be >= 1, got {self.checkpoint_every}")
         for spec in self.rewards:
-            need(spec.name in REGISTRY, f"unknown reward {spec.name!r}; available: {', '.join(sorted(REGISTRY))}")
-        need(self.lora_name and "/" not in self.lora_name and "\\" not in self.lora_name
-             and self.lora_name not in (".", ".."), f"lora_name must be a plain file name, got {self.lora_name!r}")
+            need(
+                spec.name in REGISTRY,
+                f"unknown reward {spec.name!r}; available: {', '.join(sorted(REGISTRY))}",
+            )
+        need(
+            self.lora_name
+            and "/" not in self.lora_name
+            and "\\" not in self.lora_name
+            and self.lora_name not in (".", ".."),
+            f"lora_name must be a plain file name, got {self.lora_name!r}",
+        )
 
 
 def read_prompt_lines(text: str) -> list[str]:

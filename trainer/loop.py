@@ -64,15 +64,25 @@ def resolve_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype:
 class Trainer:
     """Holds what one run needs; `run()` is the loop. Use `train(cfg)` unless you embed it."""
 
-    def __init__(self, cfg: TrainConfig, *, backend: FlowBackend | None = None, rewards: RewardSet | None = None,
-                 callbacks: Sequence[Callback] = (), accelerator: Accelerator | None = None, new_run: bool = False):
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        *,
+        backend: FlowBackend | None = None,
+        rewards: RewardSet | None = None,
+        callbacks: Sequence[Callback] = (),
+        accelerator: Accelerator | None = None,
+        new_run: bool = False,
+    ):
         cfg.validate()
         self.cfg, self.prompts = cfg, cfg.load_prompts()
         self.acc = acc = accelerator or make_accelerator(cfg)
         world, rank = acc.num_processes, acc.process_index
         if cfg.groups_per_iteration % world:
-            raise ValueError(f"groups_per_iteration ({cfg.groups_per_iteration}) must be a multiple of the number "
-                             f"of processes ({world}): every process samples whole groups")
+            raise ValueError(
+                f"groups_per_iteration ({cfg.groups_per_iteration}) must be a multiple of the number "
+                f"of processes ({world}): every process samples whole groups"
+            )
         per = cfg.groups_per_iteration // world
         self.local_groups = range(rank * per, (rank + 1) * per)
         self.device = acc.device if (cfg.device == "auto" or world > 1) else torch.device(cfg.device)
@@ -82,13 +92,18 @@ class Trainer:
         self.run_dir = RunDir(Path(root[0]))
 
         torch.manual_seed(cfg.seed)  # LoRA init draws from the global generator
-        self.backend = backend or load_backend(cfg.model, self.device, resolve_dtype(cfg, self.device),
-                                               guidance=cfg.guidance,
-                                               gradient_checkpointing=cfg.gradient_checkpointing)
+        self.backend = backend or load_backend(
+            cfg.model,
+            self.device,
+            resolve_dtype(cfg, self.device),
+            guidance=cfg.guidance,
+            gradient_checkpointing=cfg.gradient_checkpointing,
+        )
         if not self.backend.named_trainable():
             self.backend.add_lora(cfg.lora_rank, cfg.lora_alpha, tuple(cfg.lora_targets or ()))
-        self.rewards = rewards or build_rewards(cfg.rewards, cfg.reward_device or self.device,
-                                                cfg.reward_normalize_each)
+        self.rewards = rewards or build_rewards(
+            cfg.rewards, cfg.reward_device or self.device, cfg.reward_normalize_each
+        )
         self.method: Method = make_method(cfg)
         self.needs_ref = self.method.needs_ref or cfg.normguard_weight > 0
         self.named = self.backend.named_trainable()
@@ -101,8 +116,10 @@ class Trainer:
         if world > 1:
             self.backend.wrap_for_training(acc.prepare_model)
         self.optimizer = acc.prepare_optimizer(self.optimizer)
-        self.height, self.width = (cfg.height or self.backend.default_size()[0],
-                                   cfg.width or self.backend.default_size()[1])
+        self.height, self.width = (
+            cfg.height or self.backend.default_size()[0],
+            cfg.width or self.backend.default_size()[1],
+        )
         self.latent_shape = self.backend.latent_shape(self.height, self.width)
         self.sigmas = self.backend.schedule(cfg.sample_steps, self.height, self.width)
         self._cond_cache: dict[str, Any] = {}
@@ -113,8 +130,15 @@ class Trainer:
     def run(self) -> TrainResult:
         cfg, state = self.cfg, self.state
         result = TrainResult(self.run_dir.root, None, state["iteration"], "finished")
-        self.callbacks("on_train_start", {"iterations": cfg.iterations, "start_iteration": state["iteration"],
-                                          "run_dir": str(self.run_dir.root), "method": cfg.method})
+        self.callbacks(
+            "on_train_start",
+            {
+                "iterations": cfg.iterations,
+                "start_iteration": state["iteration"],
+                "run_dir": str(self.run_dir.root),
+                "method": cfg.method,
+            },
+        )
         consistent = True  # the weights match state["iteration"] (false only while an update is applied)
         try:
             for it in range(state["iteration"], cfg.iterations):
@@ -126,7 +150,11 @@ class Trainer:
                 metrics |= self.optimize(data, gen)
                 state["iteration"] = it + 1
                 consistent = True
-                if self.acc.is_main_process and cfg.rho_every and ((it + 1) % cfg.rho_every == 0 or it + 1 == cfg.iterations):
+                if (
+                    self.acc.is_main_process
+                    and cfg.rho_every
+                    and ((it + 1) % cfg.rho_every == 0 or it + 1 == cfg.iterations)
+                ):
                     metrics |= self.measure_rho()
                 metrics |= {"time_rollout": t1 - t0, "time_iteration": time.perf_counter() - t0}
                 result.metrics, result.iterations = metrics, it + 1
@@ -135,8 +163,10 @@ class Trainer:
                 if (it + 1) % cfg.checkpoint_every == 0 or it + 1 == cfg.iterations or stop:
                     result.lora_path = self.save()
                 if stop:
-                    result.status = (f"stopped: {state['nonfinite_streak']} non-finite steps in a row; the LoRA holds "
-                                     f"the last good weights (iteration {it + 1})")
+                    result.status = (
+                        f"stopped: {state['nonfinite_streak']} non-finite steps in a row; the LoRA holds "
+                        f"the last good weights (iteration {it + 1})"
+                    )
                     break
             if result.lora_path is None:
                 result.lora_path = self.save(checkpoint=False)
@@ -157,24 +187,53 @@ class Trainer:
         gens = [generator(cfg.seed, it, g, j) for g in self.local_groups for j in range(cfg.group_size)]
         cond = self.encode(prompts)
         uncond = self.encode([""] * len(prompts)) if (cfg.cfg > 1 or self.method.train_cfg > 1) else None
-        roll = sample(b, cond, randn(self.latent_shape, gens, self.device), self.sigmas, uncond=uncond, cfg=cfg.cfg,
-                      sde_eta=self.method.sde_eta, generators=gens,
-                      on_step=lambda k, n: self.callbacks("on_sample_step", k, n))
+        roll = sample(
+            b,
+            cond,
+            randn(self.latent_shape, gens, self.device),
+            self.sigmas,
+            uncond=uncond,
+            cfg=cfg.cfg,
+            sde_eta=self.method.sde_eta,
+            generators=gens,
+            on_step=lambda k, n: self.callbacks("on_sample_step", k, n),
+        )
         with torch.no_grad():
             images = b.decode(roll.latents)
         t = time.perf_counter()
         parts = self.rewards.score(images, prompts)
         total = sum(self.rewards.weights[k] * v for k, v in parts.items())
-        adv = combined_advantages(parts, self.rewards.weights, cfg.group_size, normalize_each=self.rewards.normalize_each,
-                                  std=cfg.adv_std, batch_std=lambda r: self.acc.gather(r.to(self.device)).float().std().cpu())
+        adv = combined_advantages(
+            parts,
+            self.rewards.weights,
+            cfg.group_size,
+            normalize_each=self.rewards.normalize_each,
+            std=cfg.adv_std,
+            batch_std=lambda r: self.acc.gather(r.to(self.device)).float().std().cpu(),
+        )
         self.callbacks("on_rollout", it + 1, images.float().cpu(), prompts, total)
         everyone = self.acc.gather(total.to(self.device)).float()
-        metrics = {"reward_mean": everyone.mean().item(), "reward_std": everyone.std().item(), "time_reward":
-                   time.perf_counter() - t}
+        metrics = {
+            "reward_mean": everyone.mean().item(),
+            "reward_std": everyone.std().item(),
+            "time_reward": time.perf_counter() - t,
+        }
         if len(parts) > 1:
-            metrics |= {f"reward/{k}": self.acc.gather(v.to(self.device)).float().mean().item() for k, v in parts.items()}
-        data = RolloutData(x0=roll.latents, cond=cond, uncond=uncond, adv=adv.to(self.device), group_size=cfg.group_size,
-                           sigmas=self.sigmas, states=roll.states, log_probs=roll.log_probs, generators=gens)
+            metrics |= {
+                f"reward/{k}": self.acc.gather(v.to(self.device)).float().mean().item()
+                for k, v in parts.items()
+            }
+        data = RolloutData(
+            x0=roll.latents,
+            cond=cond,
+            uncond=uncond,
+            adv=adv.to(self.device),
+            group_size=cfg.group_size,
+            sigmas=self.sigmas,
+            states=roll.states,
+            log_probs=roll.log_probs,
+            generators=gens,
+        )
         return data, metrics
 
     def optimize(self, data: RolloutData, gen: torch.Generator) -> dict[str, Any]:
@@ -190,7 +249,11 @@ class Trainer:
         for i, chunk in enumerate(chunks):
             n = batch_size(chunk)
             last = i == len(chunks) - 1
-            sync = nullcontext() if (last or self.backend._runner is None) else self.acc.no_sync(self.backend._runner)
+            sync = (
+                nullcontext()
+                if (last or self.backend._runner is None)
+                else self.acc.no_sync(self.backend._runner)
+            )
             with sync:
                 loss, stats = self.loss(chunk)
                 self.acc.backward(loss * (n / rows))
@@ -210,15 +273,22 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         keys = sorted(sums)
         means = self.acc.reduce(torch.tensor([sums[k] for k in keys], device=self.device), "mean").tolist()
-        return {**dict(zip(keys, means, strict=True)), "grad_norm": grad_norm, "skipped_step": int(not finite),
-                "nonfinite_total": state["nonfinite_total"], "time_train": time.perf_counter() - t}
+        return {
+            **dict(zip(keys, means, strict=True)),
+            "grad_norm": grad_norm,
+            "skipped_step": int(not finite),
+            "nonfinite_total": state["nonfinite_total"],
+            "time_train": time.perf_counter() - t,
+        }
 
     def loss(self, b: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
         """Base loss + NormGuard on one micro-batch; each model pass runs at most once."""
         cfg = self.cfg
 
         def forward() -> torch.Tensor:
-            return guided_velocity(self.backend, b["x_t"], b["sigma"], b["cond"], b.get("uncond"), self.method.train_cfg)
+            return guided_velocity(
+                self.backend, b["x_t"], b["sigma"], b["cond"], b.get("uncond"), self.method.train_cfg
+            )
 
         v_old = v_ref = None
         with torch.no_grad():  # no-grad passes first: the old policy is swapped into the adapter's weights
@@ -230,15 +300,30 @@ class Trainer:
                     v_ref = forward()
         v = forward()
         base, stats = self.method.loss(b, v, v_ref, v_old)
-        penalty = normguard_penalty(v, v_ref, cfg.normguard_weight, form=cfg.normguard_form,
-                                    relative=cfg.normguard_relative, margin=cfg.normguard_margin,
-                                    reduction=cfg.normguard_reduction)
+        penalty = normguard_penalty(
+            v,
+            v_ref,
+            cfg.normguard_weight,
+            form=cfg.normguard_form,
+            relative=cfg.normguard_relative,
+            margin=cfg.normguard_margin,
+            reduction=cfg.normguard_reduction,
+        )
         total = base + penalty
-        stats |= {"loss": total.item(), "loss_base": base.item(), "penalty": penalty.item(),
-                  "nonfinite_loss": float(not math.isfinite(total.item()))}
+        stats |= {
+            "loss": total.item(),
+            "loss_base": base.item(),
+            "penalty": penalty.item(),
+            "nonfinite_loss": float(not math.isfinite(total.item())),
+        }
         if v_ref is not None:
-            stats |= norm_stats(v, v_ref, relative=cfg.normguard_relative, margin=cfg.normguard_margin,
-                                reduction=cfg.normguard_reduction)
+            stats |= norm_stats(
+                v,
+                v_ref,
+                relative=cfg.normguard_relative,
+                margin=cfg.normguard_margin,
+                reduction=cfg.normguard_reduction,
+            )
         return total, stats
 
     # --- helpers ----------------------------------------------------------------------------------
@@ -256,10 +341,19 @@ class Trainer:
         reference pass per step, so it runs every `rho_every` iterations, not on every rollout."""
         n = self.cfg.rho_samples
         prompts = [self.prompts[i % len(self.prompts)] for i in range(n)]
-        noise = randn(self.latent_shape, [generator(self.cfg.seed, RHO_STREAM, i) for i in range(n)], self.device)
+        noise = randn(
+            self.latent_shape, [generator(self.cfg.seed, RHO_STREAM, i) for i in range(n)], self.device
+        )
         uncond = self.encode([""] * n) if self.cfg.cfg > 1 else None
-        roll = sample(self.backend, self.encode(prompts), noise, self.sigmas, uncond=uncond, cfg=self.cfg.cfg,
-                      record_norms=True)
+        roll = sample(
+            self.backend,
+            self.encode(prompts),
+            noise,
+            self.sigmas,
+            uncond=uncond,
+            cfg=self.cfg.cfg,
+            record_norms=True,
+        )
         rho = roll.rho.tolist()
         return {"rho_mean": float(np.mean(rho)), "rho_per_step": rho}
 
@@ -268,21 +362,35 @@ class Trainer:
         if not self.acc.is_main_process:
             return None
         cfg, it = self.cfg, self.state["iteration"]
-        facts = {"method": cfg.method, "weight": cfg.normguard_weight, "form": cfg.normguard_form,
-                 "relative": cfg.normguard_relative, "margin": cfg.normguard_margin,
-                 "reduction": cfg.normguard_reduction,
-                 "reward": [{"name": r.name, "weight": r.weight} for r in cfg.rewards], "iterations": it,
-                 "sample_steps": cfg.sample_steps, "cfg": cfg.cfg, "base_model": cfg.model, "lora_rank": cfg.lora_rank,
-                 "lora_alpha": self.backend.lora_alpha if hasattr(self.backend, "lora_alpha") else cfg.lora_alpha,
-                 "seed": cfg.seed}
-        meta = build_metadata(self.backend.lora_metadata(), facts, title=cfg.lora_name,
-                              resolution=f"{self.width}x{self.height}")
-        path = save_lora(self.run_dir.lora_path(cfg.lora_name), self.backend.lora_state_dict(), meta, cfg.lora_dtype)
+        facts = {
+            "method": cfg.method,
+            "weight": cfg.normguard_weight,
+            "form": cfg.normguard_form,
+            "relative": cfg.normguard_relative,
+            "margin": cfg.normguard_margin,
+            "reduction": cfg.normguard_reduction,
+            "reward": [{"name": r.name, "weight": r.weight} for r in cfg.rewards],
+            "iterations": it,
+            "sample_steps": cfg.sample_steps,
+            "cfg": cfg.cfg,
+            "base_model": cfg.model,
+            "lora_rank": cfg.lora_rank,
+            "lora_alpha": self.backend.lora_alpha if hasattr(self.backend, "lora_alpha") else cfg.lora_alpha,
+            "seed": cfg.seed,
+        }
+        meta = build_metadata(
+            self.backend.lora_metadata(), facts, title=cfg.lora_name, resolution=f"{self.width}x{self.height}"
+        )
+        path = save_lora(
+            self.run_dir.lora_path(cfg.lora_name), self.backend.lora_state_dict(), meta, cfg.lora_dtype
+        )
         if checkpoint:
             tensors = {"adapter": {k: p.detach() for k, p in self.named.items()}}
             if self.old is not None:
                 tensors["old_policy"] = self.old.shadow
-            self.run_dir.save_checkpoint(it, tensors, self.optimizer.state_dict(), dict(self.state), cfg.keep_checkpoints)
+            self.run_dir.save_checkpoint(
+                it, tensors, self.optimizer.state_dict(), dict(self.state), cfg.keep_checkpoints
+            )
             self.callbacks("on_checkpoint", it, path)
         return path
 

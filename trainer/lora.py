@@ -16,8 +16,9 @@ from .files import atomic_write
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def build_metadata(base: dict[str, str], facts: dict[str, Any], title: str, resolution: str | None = None
-                   ) -> dict[str, str]:
+def build_metadata(
+    base: dict[str, str], facts: dict[str, Any], title: str, resolution: str | None = None
+) -> dict[str, str]:
     """modelspec.* (the customary LoRA model card keys) plus normguard.* training facts, all strings."""
     meta = {
         "modelspec.sai_model_spec": "1.0.0",
@@ -31,8 +32,9 @@ def build_metadata(base: dict[str, str], facts: dict[str, Any], title: str, reso
     return meta
 
 
-def save_lora(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str],
-              dtype: str = "fp32") -> Path:
+def save_lora(
+    path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str], dtype: str = "fp32"
+) -> Path:
     """Write the LoRA atomically (a crash leaves the previous file intact)."""
     cast = {k: v.to(DTYPES[dtype]).contiguous() for k, v in tensors.items()}
     return atomic_write(path, lambda tmp: save_file(cast, str(tmp), metadata=metadata))
@@ -49,7 +51,7 @@ def normguard_facts(metadata: dict[str, str]) -> dict[str, Any]:
     for k, v in metadata.items():
         if k.startswith("normguard."):
             try:
-                out[k[len("normguard."):]] = json.loads(v)
+                out[k[len("normguard.") :]] = json.loads(v)
             except json.JSONDecodeError:
-                out[k[len("normguard."):]] = v
+                out[k[len("normguard.") :]] = v
     return out

@@ -80,16 +80,25 @@ class Method:
             eps = self._noise(x0.shape[1:], data.generators).to(x0.device, x0.dtype)
             sigma = torch.full((x0.shape[0],), float(data.sigmas[k]), device=x0.device)
             s = sigma.to(x0.dtype).view(-1, *([1] * (x0.ndim - 1)))
-            out.append({"x_t": (1 - s) * x0 + s * eps, "sigma": sigma, "cond": data.cond, "x0": x0,
-                        "u": eps - x0, "adv": data.adv})
+            out.append(
+                {
+                    "x_t": (1 - s) * x0 + s * eps,
+                    "sigma": sigma,
+                    "cond": data.cond,
+                    "x0": x0,
+                    "u": eps - x0,
+                    "adv": data.adv,
+                }
+            )
         return out
 
     def _noise(self, shape: torch.Size, generators: list[torch.Generator]) -> torch.Tensor:
         """Training noise drawn per sample, so it does not depend on how samples are split over ranks."""
         return randn(shape, generators, torch.device("cpu"))
 
-    def loss(self, b: Batch, v: torch.Tensor, v_ref: torch.Tensor | None, v_old: torch.Tensor | None
-             ) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(
+        self, b: Batch, v: torch.Tensor, v_ref: torch.Tensor | None, v_old: torch.Tensor | None
+    ) -> tuple[torch.Tensor, dict[str, float]]:
         raise NotImplementedError
 
 
@@ -98,7 +107,9 @@ class NFT(Method):
 
     def loss(self, b, v, v_ref, v_old):
         r = nft_reward_weight(b["adv"], self.cfg.adv_clip)
-        loss = nft_loss(v, v_old, b["x_t"], b["x0"], b["sigma"], r, beta=self.cfg.nft_beta, adv_clip=self.cfg.adv_clip)
+        loss = nft_loss(
+            v, v_old, b["x_t"], b["x0"], b["sigma"], r, beta=self.cfg.nft_beta, adv_clip=self.cfg.adv_clip
+        )
         return self._with_kl(loss, v, v_ref)
 
     def _with_kl(self, loss, v, v_ref):
@@ -133,13 +144,21 @@ class DPO(Method):
         base = torch.arange(r.shape[0]) * data.group_size
         win, lose = base + r.argmax(1).cpu(), base + r.argmin(1).cpu()
         order = torch.stack([win, lose], dim=1).flatten()
-        paired = RolloutData(x0=data.x0[order.to(data.x0.device)], cond=cond_select(data.cond, order), uncond=None,
-                             adv=data.adv[order.to(data.adv.device)], group_size=2, sigmas=data.sigmas,
-                             generators=[data.generators[i] for i in order.tolist()])
+        paired = RolloutData(
+            x0=data.x0[order.to(data.x0.device)],
+            cond=cond_select(data.cond, order),
+            uncond=None,
+            adv=data.adv[order.to(data.adv.device)],
+            group_size=2,
+            sigmas=data.sigmas,
+            generators=[data.generators[i] for i in order.tolist()],
+        )
         return super().batches(paired, gen)
 
     def _noise(self, shape, generators):
-        return randn(shape, generators[0::2], torch.device("cpu")).repeat_interleave(2, dim=0)  # one eps a pair
+        return randn(shape, generators[0::2], torch.device("cpu")).repeat_interleave(
+            2, dim=0
+        )  # one eps a pair
 
     def loss(self, b, v, v_ref, v_old):
         u = b["u"]
@@ -162,10 +181,16 @@ class GRPO(Method):
         out = []
         for k in _pick_steps(len(data.sigmas) - 1, self.cfg.timestep_fraction, self.cfg.train_timesteps, gen):
             n = data.x0.shape[0]
-            b = {"x_t": data.states[k], "x_next": data.states[k + 1], "cond": data.cond,
-                 "sigma": torch.full((n,), float(data.sigmas[k]), device=data.x0.device),
-                 "sigma_next": torch.full((n,), float(data.sigmas[k + 1]), device=data.x0.device),
-                 "log_prob_old": data.log_probs[k], "adv": data.adv, "sigma_max": sigma_max}
+            b = {
+                "x_t": data.states[k],
+                "x_next": data.states[k + 1],
+                "cond": data.cond,
+                "sigma": torch.full((n,), float(data.sigmas[k]), device=data.x0.device),
+                "sigma_next": torch.full((n,), float(data.sigmas[k + 1]), device=data.x0.device),
+                "log_prob_old": data.log_probs[k],
+                "adv": data.adv,
+                "sigma_max": sigma_max,
+            }
             if data.uncond is not None:
                 b["uncond"] = data.uncond
             out.append(b)
@@ -175,8 +200,17 @@ class GRPO(Method):
         step = dict(sigma=b["sigma"], sigma_next=b["sigma_next"], eta=self.sde_eta, sigma_max=b["sigma_max"])
         mean, std = sde_step_mean(b["x_t"], v, **step)
         mean_ref = sde_step_mean(b["x_t"], v_ref, **step)[0] if self.cfg.kl_weight > 0 else None
-        return grpo_loss(mean, std, b["x_next"], b["log_prob_old"], b["adv"], clip_range=self.cfg.grpo_clip_range,
-                         adv_clip=self.cfg.adv_clip, kl_weight=self.cfg.kl_weight, mean_ref=mean_ref)
+        return grpo_loss(
+            mean,
+            std,
+            b["x_next"],
+            b["log_prob_old"],
+            b["adv"],
+            clip_range=self.cfg.grpo_clip_range,
+            adv_clip=self.cfg.adv_clip,
+            kl_weight=self.cfg.kl_weight,
+            mean_ref=mean_ref,
+        )
 
 
 def make_method(cfg: TrainConfig) -> Method:

@@ -31,7 +31,9 @@ def velocity_norms(v: torch.Tensor, reduction: Reduction = "sample") -> torch.Te
             return v.norm(dim=-1)
         if v.ndim >= 4:
             return v.norm(dim=1).flatten(1)
-        raise ValueError(f"reduction='token' needs [B, N, D] or [B, C, H, W] velocities, got {tuple(v.shape)}")
+        raise ValueError(
+            f"reduction='token' needs [B, N, D] or [B, C, H, W] velocities, got {tuple(v.shape)}"
+        )
     raise ValueError(f"unknown norm reduction {reduction!r}; use 'sample' or 'token'")
 
 

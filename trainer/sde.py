@@ -43,5 +43,9 @@ def sde_step_mean(
 def gaussian_log_prob(x_next: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
     """Per-sample log-density of x_next under N(mean, std^2 I), averaged over latent dims -> [B]."""
     std_b = expand_like(std, mean).float()
-    lp = -((x_next.float() - mean) ** 2) / (2 * std_b.square()) - torch.log(std_b) - 0.5 * math.log(2 * math.pi)
+    lp = (
+        -((x_next.float() - mean) ** 2) / (2 * std_b.square())
+        - torch.log(std_b)
+        - 0.5 * math.log(2 * math.pi)
+    )
     return lp.flatten(1).mean(dim=1)

@@ -32,10 +32,14 @@ class TinyFlowBackend(PeftLoraBackend):
         self.source = source
 
     @classmethod
-    def from_pretrained(cls, path: str | Path | None = None, device: str | torch.device = "cpu") -> TinyFlowBackend:
+    def from_pretrained(
+        cls, path: str | Path | None = None, device: str | torch.device = "cpu"
+    ) -> TinyFlowBackend:
         folder = Path(path) if path else BUILTIN_DIR
         if not (folder / CONFIG_NAME).is_file():
-            raise FileNotFoundError(f"no TinyFlow model at {folder} (expected {CONFIG_NAME} and model.safetensors)")
+            raise FileNotFoundError(
+                f"no TinyFlow model at {folder} (expected {CONFIG_NAME} and model.safetensors)"
+            )
         return cls(TinyFlowModel.from_pretrained(folder), device=device, source=str(folder))
 
     @property
@@ -51,7 +55,9 @@ class TinyFlowBackend(PeftLoraBackend):
     def latent_shape(self, height: int, width: int) -> tuple[int, ...]:
         size = self.model.config.image_size
         if (height, width) != (size, size):
-            raise ValueError(f"the TinyFlow model makes {size}x{size} images; got height={height}, width={width}")
+            raise ValueError(
+                f"the TinyFlow model makes {size}x{size} images; got height={height}, width={width}"
+            )
         return (self.model.config.channels, size, size)
 
     def schedule(self, steps: int, height: int, width: int) -> torch.Tensor:
@@ -71,4 +77,7 @@ class TinyFlowBackend(PeftLoraBackend):
 
     def lora_metadata(self) -> dict[str, str]:
         c = self.model.config
-        return {"modelspec.architecture": "normguard-tinyflow/lora", "modelspec.resolution": f"{c.image_size}x{c.image_size}"}
+        return {
+            "modelspec.architecture": "normguard-tinyflow/lora",
+            "modelspec.resolution": f"{c.image_size}x{c.image_size}",
+        }

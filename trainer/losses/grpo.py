@@ -29,12 +29,19 @@ def grpo_loss(
     a = adv.float().clamp(-adv_clip, adv_clip)
     surrogate = torch.maximum(-a * ratio, -a * ratio.clamp(1 - clip_range, 1 + clip_range))
     loss = surrogate.mean()
-    stats = {"ratio_dev": (ratio - 1).abs().mean().item(),
-             "clip_frac": ((ratio - 1).abs() > clip_range).float().mean().item()}
+    stats = {
+        "ratio_dev": (ratio - 1).abs().mean().item(),
+        "clip_frac": ((ratio - 1).abs() > clip_range).float().mean().item(),
+    }
     if kl_weight > 0:
         if mean_ref is None:
             raise ValueError("grpo_loss with kl_weight > 0 needs mean_ref")
-        kl = ((mean - mean_ref.detach()).square() / (2 * expand_like(std, mean).square())).flatten(1).mean(1).mean()
+        kl = (
+            ((mean - mean_ref.detach()).square() / (2 * expand_like(std, mean).square()))
+            .flatten(1)
+            .mean(1)
+            .mean()
+        )
         loss = loss + kl_weight * kl
         stats["kl"] = kl.item()
     return loss, stats

@@ -57,7 +57,9 @@ class WordTokenizer:
 
 def timestep_embedding(sigma: torch.Tensor, dim: int) -> torch.Tensor:
     half = dim // 2
-    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=sigma.device, dtype=torch.float32) / half)
+    freqs = torch.exp(
+        -math.log(10000.0) * torch.arange(half, device=sigma.device, dtype=torch.float32) / half
+    )
     args = sigma.float()[:, None] * 1000.0 * freqs[None]
     return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
 
@@ -73,7 +75,10 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         b, n, d = x.shape
-        q, k, v = (f(x).view(b, n, self.heads, d // self.heads).transpose(1, 2) for f in (self.to_q, self.to_k, self.to_v))
+        q, k, v = (
+            f(x).view(b, n, self.heads, d // self.heads).transpose(1, 2)
+            for f in (self.to_q, self.to_k, self.to_v)
+        )
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return self.to_out(out.transpose(1, 2).reshape(b, n, d))
 
@@ -85,7 +90,9 @@ class Block(nn.Module):
         self.attn = Attention(hidden, heads)
         self.norm2 = nn.LayerNorm(hidden, elementwise_affine=False)
         inner = int(hidden * mlp_ratio)
-        self.ff = nn.Sequential(nn.Linear(hidden, inner), nn.GELU(approximate="tanh"), nn.Linear(inner, hidden))
+        self.ff = nn.Sequential(
+            nn.Linear(hidden, inner), nn.GELU(approximate="tanh"), nn.Linear(inner, hidden)
+        )
         self.modulation = nn.Linear(hidden, 6 * hidden)
 
     def forward(self, x: torch.Tensor, c: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -144,8 +151,12 @@ class TinyFlowModel(nn.Module):
     def save_pretrained(self, folder: str | Path) -> None:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / CONFIG_NAME).write_text(json.dumps({"_class_name": "TinyFlowModel", **asdict(self.config)}, indent=1))
-        save_file({k: v.detach().contiguous() for k, v in self.state_dict().items()}, str(folder / WEIGHTS_NAME))
+        (folder / CONFIG_NAME).write_text(
+            json.dumps({"_class_name": "TinyFlowModel", **asdict(self.config)}, indent=1)
+        )
+        save_file(
+            {k: v.detach().contiguous() for k, v in self.state_dict().items()}, str(folder / WEIGHTS_NAME)
+        )
 
     @classmethod
     def from_pretrained(cls, folder: str | Path) -> TinyFlowModel:
