@@ -302,6 +302,7 @@ def test_sd3_metadata(tiny_sd3_dir):
     meta = load(tiny_sd3_dir).lora_metadata()
     assert meta["modelspec.architecture"] == "stable-diffusion-3.5-medium/lora"  # dual attention: SD3.5-M
     assert meta["modelspec.resolution"] == "64x64" and meta["modelspec.implementation"] == "diffusers"
+    assert meta["normguard.base_model"] == tiny_sd3_dir.name  # a folder's name, not the user's path
 
 
 # --- what is not a supported model --------------------------------------------------------------
@@ -312,6 +313,22 @@ def test_is_diffusers_folder(tiny_sd3_dir, tiny_nonflow_dir, tmp_path):
     assert is_diffusers_folder(tiny_nonflow_dir)  # a diffusers folder, refused later with a reason
     assert not is_diffusers_folder(tmp_path) and not is_diffusers_folder(tmp_path / "missing")
     assert not is_diffusers_folder("nobody/not-a-cached-repo")
+
+
+def test_loads_a_repo_id_from_the_local_hf_cache(tiny_flux_schnell_dir, tmp_path, monkeypatch):
+    """A repo id already downloaded loads offline from the cache's snapshot folder."""
+    import huggingface_hub.constants
+
+    repo = tmp_path / "models--tiny-org--tiny-flux"
+    shutil.copytree(tiny_flux_schnell_dir, repo / "snapshots" / "0123abcd")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0123abcd")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    assert is_diffusers_folder("tiny-org/tiny-flux")
+    backend = load("tiny-org/tiny-flux")
+    assert backend.name == "flux" and backend.lora_metadata()["normguard.base_model"] == "tiny-org/tiny-flux"
+    with pytest.raises(FileNotFoundError, match="not a repo id in the local Hugging Face cache"):
+        load("tiny-org/other-model")
 
 
 def test_refuses_non_flow_models_and_non_pipelines(tiny_sd3_dir, tiny_nonflow_dir, tmp_path):

@@ -289,6 +289,12 @@ def check_flow_pipeline(folder: Path, source: str) -> type[FlowFamily]:
     return FAMILIES[class_name]
 
 
+def base_model_name(source: str) -> str:
+    """A repo id as given; a local folder by its name only (LoRA files get shared: no user paths)."""
+    path = Path(source).expanduser()
+    return path.name if path.is_dir() else source
+
+
 def resolve_dtype(dtype: torch.dtype | str | None, device: torch.device) -> torch.dtype:
     """None -> bfloat16 on CUDA, float32 elsewhere; strings like 'bf16' or 'float16' accepted."""
     if dtype is None:
@@ -437,7 +443,7 @@ class DiffusersBackend(PeftLoraBackend):
             "modelspec.architecture": f"{self.family.architecture()}/lora",
             "modelspec.implementation": "diffusers",
             "modelspec.resolution": f"{side}x{side}",
-            "normguard.base_model": self.source,
+            "normguard.base_model": base_model_name(self.source),
         }
         if self.guidance is not None:
             meta["normguard.guidance"] = str(self.guidance)
