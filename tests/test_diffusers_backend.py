@@ -154,6 +154,18 @@ def test_schedule_is_the_pipelines(folder):
         backend.schedule(0, 64, 64)
 
 
+def test_sd3_schedule_with_dynamic_shifting_is_the_pipelines(tiny_sd3_dir, tmp_path):
+    folder = tmp_path / "sd3-dynamic"
+    shutil.copytree(tiny_sd3_dir, folder)
+    config_file = folder / "scheduler" / "scheduler_config.json"
+    config_file.write_text(json.dumps({**json.loads(config_file.read_text()), "use_dynamic_shifting": True}))
+    backend = load(folder)
+    backend.pipe(prompt="a cat", height=128, width=128, num_inference_steps=4, output_type="latent")
+    ours = backend.schedule(4, 128, 128)
+    torch.testing.assert_close(ours, backend.pipe.scheduler.sigmas, atol=1e-6, rtol=0)
+    assert not torch.allclose(ours, load(tiny_sd3_dir).schedule(4, 128, 128))  # the shift did change
+
+
 @pytest.fixture(scope="module", params=["sd3", "flux"])
 def base_run(request: pytest.FixtureRequest):
     """A base-model backend and the pipeline's own 3-step run from fixed noise (shared, not mutated)."""
