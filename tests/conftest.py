@@ -4,6 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from diffusers_kit import (  # noqa: F401  (session fixtures: tiny diffusers pipelines)
+    tiny_flux_dir,
+    tiny_flux_schnell_dir,
+    tiny_nonflow_dir,
+    tiny_sd3_dir,
+)
 
 from normguard.trainer.backends.tinyflow import TinyFlowBackend
 from normguard.trainer.config import TrainConfig
