@@ -178,3 +178,15 @@ def test_non_run_folder_is_not_used(tiny_config, tmp_path):
     (tmp_path / "mine" / "notes.txt").write_text("user data")
     with pytest.raises(RunDirError, match="is not a NormGuard run"):
         train(tiny_config.replace(out=str(tmp_path / "mine")))
+
+
+def test_metrics_reach_tensorboard(tiny_config):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    result = train(tiny_config.replace(tensorboard=True))
+    acc = EventAccumulator(str(Path(result.run_dir) / "tensorboard"))
+    acc.Reload()
+    tags = acc.Tags()["scalars"]
+    for tag in ("reward_mean", "penalty", "train_rho", "hinge_active", "rho_mean", "rho_step/00"):
+        assert tag in tags, tag
+    assert [e.step for e in acc.Scalars("reward_mean")] == [1, 2]

@@ -373,14 +373,12 @@ class Trainer:
             "iterations": it,
             "sample_steps": cfg.sample_steps,
             "cfg": cfg.cfg,
-            "base_model": cfg.model,
             "lora_rank": cfg.lora_rank,
             "lora_alpha": self.backend.lora_alpha if hasattr(self.backend, "lora_alpha") else cfg.lora_alpha,
             "seed": cfg.seed,
         }
-        meta = build_metadata(
-            self.backend.lora_metadata(), facts, title=cfg.lora_name, resolution=f"{self.width}x{self.height}"
-        )
+        base = {"normguard.base_model": Path(cfg.model).name, **self.backend.lora_metadata()}  # no user paths
+        meta = build_metadata(base, facts, title=cfg.lora_name, resolution=f"{self.width}x{self.height}")
         path = save_lora(
             self.run_dir.lora_path(cfg.lora_name), self.backend.lora_state_dict(), meta, cfg.lora_dtype
         )

@@ -389,6 +389,10 @@ class DiffusersBackend(PeftLoraBackend):
         cond = self.family.encode_prompts(list(prompts), self.device)
         return {k: v.to(self.device, self.dtype) for k, v in cond.items()}
 
+    def default_size(self) -> tuple[int, int]:
+        side = self.family.native_resolution
+        return (side, side)
+
     def latent_shape(self, height: int, width: int) -> tuple[int, ...]:
         factor = self.pipe.vae_scale_factor
         multiple = factor * self.family.patch
