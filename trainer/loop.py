@@ -187,17 +187,19 @@ class Trainer:
         gens = [generator(cfg.seed, it, g, j) for g in self.local_groups for j in range(cfg.group_size)]
         cond = self.encode(prompts)
         uncond = self.encode([""] * len(prompts)) if (cfg.cfg > 1 or self.method.train_cfg > 1) else None
-        roll = sample(
-            b,
-            cond,
-            randn(self.latent_shape, gens, self.device),
-            self.sigmas,
-            uncond=uncond,
-            cfg=cfg.cfg,
-            sde_eta=self.method.sde_eta,
-            generators=gens,
-            on_step=lambda k, n: self.callbacks("on_sample_step", k, n),
-        )
+        # DiffusionNFT collects data with its old policy v_old; the other methods are on-policy
+        with self.old.swapped_in() if self.old is not None else nullcontext():
+            roll = sample(
+                b,
+                cond,
+                randn(self.latent_shape, gens, self.device),
+                self.sigmas,
+                uncond=uncond,
+                cfg=cfg.cfg,
+                sde_eta=self.method.sde_eta,
+                generators=gens,
+                on_step=lambda k, n: self.callbacks("on_sample_step", k, n),
+            )
         with torch.no_grad():
             images = b.decode(roll.latents)
         t = time.perf_counter()
