@@ -65,8 +65,9 @@ def tiny_config(tiny_model_dir, tmp_path):
         micro_batch_size=4,
         lr=1e-3,
         out=str(tmp_path / "run"),
-        rho_every=2,
-        rho_samples=2,
+        eval_every=2,
+        eval_samples=2,
+        eval_quality="",
         tensorboard=False,
         checkpoint_every=1,
     )

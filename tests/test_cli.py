@@ -40,7 +40,7 @@ def config_file(tmp_path, tiny_model_dir):
                 "group_size": 4,
                 "sample_steps": 4,
                 "train_timesteps": 2,
-                "rho_every": 0,
+                "eval_every": 0,
                 "tensorboard": False,
                 "device": "cpu",
             }

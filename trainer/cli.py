@@ -18,8 +18,8 @@ from typing import Any
 from .config import TrainConfig
 
 # flags that are not spelled like their config key
-ALIASES = {"iterations": ["--steps"], "prompts_file": ["--prompts"]}
-SKIP = {"prompts", "rewards"}  # list-valued keys with their own flags
+ALIASES = {"iterations": ["--steps"], "prompts_file": ["--prompts"], "eval_prompts_file": ["--eval-prompts"]}
+SKIP = {"prompts", "rewards", "eval_prompts", "monitor_rewards"}  # list-valued keys with their own flags
 
 
 def _base_type(tp: Any) -> tuple[Any, bool]:
@@ -73,6 +73,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         help="weights on disk for a reward (repeatable)",
     )
+    t.add_argument(
+        "--monitor-reward",
+        action="append",
+        metavar="NAME",
+        default=[],
+        help="a reward scored at evaluations but never trained on (repeatable)",
+    )
     t.add_argument("--new-run", action="store_true", help="start over in a new subfolder of --out")
     t.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
     add_config_flags(t)
@@ -95,13 +102,19 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
     raw.update({f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)})
     if args.reward:
         raw["rewards"] = [parse_reward(r) for r in args.reward]
-    rewards = [r if isinstance(r, dict) else {"name": r} for r in raw.get("rewards", [])]
+    if args.monitor_reward:
+        raw["monitor_rewards"] = [{"name": n} for n in args.monitor_reward]
+    specs = {
+        key: [r if isinstance(r, dict) else {"name": r} for r in raw.get(key, [])]
+        for key in ("rewards", "monitor_rewards")
+    }
     for name, path in args.reward_path:
-        match = [r for r in rewards if r["name"] == name]
+        match = [r for group in specs.values() for r in group if r["name"] == name]
         if not match:
             raise ValueError(f"--reward-path {name}: no reward named {name!r} (add --reward {name})")
-        match[0]["path"] = path
-    raw["rewards"] = rewards
+        for r in match:
+            r["path"] = path
+    raw |= specs
     return TrainConfig.from_dict(raw)
 
 

@@ -8,6 +8,7 @@ adapter's gradients are all-reduced by the prepared (DDP/FSDP) module.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Sequence
@@ -26,6 +27,7 @@ from .backends import FlowBackend, cond_cat, load_backend
 from .callbacks import Callback, CallbackList, MetricsWriter
 from .checkpoint import RunDir
 from .config import TrainConfig
+from .evaluation import DriftMonitor, Evaluation, Evaluator, load_monitors, quality_key, save_png
 from .lora import build_metadata, save_lora
 from .methods import Method, RolloutData, batch_size, make_method, select
 from .old_policy import OldPolicy
@@ -33,8 +35,8 @@ from .penalty import norm_stats, normguard_penalty
 from .rewards import RewardSet, build_rewards
 from .rollout import guided_velocity, randn, sample
 
+log = logging.getLogger("normguard")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-RHO_STREAM = 2**31 - 1  # seed component of the fixed rho-evaluation noise
 
 
 @dataclass
@@ -123,6 +125,23 @@ class Trainer:
         self.latent_shape = self.backend.latent_shape(self.height, self.width)
         self.sigmas = self.backend.schedule(cfg.sample_steps, self.height, self.width)
         self._cond_cache: dict[str, Any] = {}
+        self.evaluator, self.drift = None, DriftMonitor(cfg, None)
+        if cfg.eval_every and acc.is_main_process:  # evaluation runs on the main process only
+            monitors = load_monitors(cfg, self.device)
+            self.drift = DriftMonitor(cfg, quality_key(cfg, monitors))
+            self.evaluator = Evaluator(
+                cfg,
+                self.backend,
+                self.encode,
+                self.rewards,
+                monitors,
+                cfg.load_eval_prompts(self.prompts),
+                self.latent_shape,
+                self.height,
+                self.width,
+            )
+        if "drift" in self.state:
+            self.drift.load_state_dict(self.state["drift"])
         writers = [MetricsWriter(self.run_dir.root, cfg.tensorboard)] if acc.is_main_process else []
         self.callbacks = CallbackList([*writers, *callbacks] if acc.is_main_process else [])
 
@@ -141,6 +160,8 @@ class Trainer:
         )
         consistent = True  # the weights match state["iteration"] (false only while an update is applied)
         try:
+            if self.drift.base is None:
+                self.evaluate(0)  # the base model's numbers: what drift is measured against
             for it in range(state["iteration"], cfg.iterations):
                 t0 = time.perf_counter()
                 gen = generator(cfg.seed, it)
@@ -150,23 +171,26 @@ class Trainer:
                 metrics |= self.optimize(data, gen)
                 state["iteration"] = it + 1
                 consistent = True
-                if (
-                    self.acc.is_main_process
-                    and cfg.rho_every
-                    and ((it + 1) % cfg.rho_every == 0 or it + 1 == cfg.iterations)
-                ):
-                    metrics |= self.measure_rho()
                 metrics |= {"time_rollout": t1 - t0, "time_iteration": time.perf_counter() - t0}
+                stop = None
+                if cfg.eval_every and ((it + 1) % cfg.eval_every == 0 or it + 1 == cfg.iterations):
+                    ev = self.evaluate(it + 1)
+                    if ev is not None:
+                        metrics |= ev.metrics
+                        if ev.warnings and cfg.stop_on_warning:
+                            stop = ev.warnings[0]
+                    stop = self._agree(stop)
+                if state["nonfinite_streak"] >= cfg.max_nonfinite:
+                    stop = (
+                        f"{state['nonfinite_streak']} non-finite steps in a row; the LoRA holds the last "
+                        f"good weights (iteration {it + 1})"
+                    )
                 result.metrics, result.iterations = metrics, it + 1
                 self.callbacks("on_iteration_end", it + 1, metrics)
-                stop = state["nonfinite_streak"] >= cfg.max_nonfinite
                 if (it + 1) % cfg.checkpoint_every == 0 or it + 1 == cfg.iterations or stop:
                     result.lora_path = self.save()
                 if stop:
-                    result.status = (
-                        f"stopped: {state['nonfinite_streak']} non-finite steps in a row; the LoRA holds "
-                        f"the last good weights (iteration {it + 1})"
-                    )
+                    result.status = f"stopped: {stop}"
                     break
             if result.lora_path is None:
                 result.lora_path = self.save(checkpoint=False)
@@ -338,32 +362,47 @@ class Trainer:
                 self._cond_cache[p] = {k: v[i : i + 1] for k, v in enc.items()}
         return cond_cat([self._cond_cache[p] for p in prompts])
 
-    def measure_rho(self) -> dict[str, Any]:
-        """Per-sampler-step rho on a fixed set (same prompts and noise every time): costs a
-        reference pass per step, so it runs every `rho_every` iterations, not on every rollout."""
-        n = self.cfg.rho_samples
-        prompts = [self.prompts[i % len(self.prompts)] for i in range(n)]
-        noise = randn(
-            self.latent_shape, [generator(self.cfg.seed, RHO_STREAM, i) for i in range(n)], self.device
-        )
-        uncond = self.encode([""] * n) if self.cfg.cfg > 1 else None
-        roll = sample(
-            self.backend,
-            self.encode(prompts),
-            noise,
-            self.sigmas,
-            uncond=uncond,
-            cfg=self.cfg.cfg,
-            record_norms=True,
-        )
-        rho = roll.rho.tolist()
-        return {"rho_mean": float(np.mean(rho)), "rho_per_step": rho}
+    def evaluate(self, iteration: int) -> Evaluation | None:
+        """Held-out evaluation (main process): grid, metrics, drift warnings, best LoRA."""
+        if self.evaluator is None:
+            return None
+        ev = self.evaluator(iteration)
+        ev.warnings = self.drift.check(ev)
+        for w in ev.warnings:
+            log.warning(w)
+        save_png(ev.grid, self.run_dir.root / "evals" / f"iter-{iteration:06d}.png")
+        if self.drift.is_best(ev):
+            self.save_lora(f"{self.cfg.lora_name}_best", {"best_iteration": iteration})
+        self.state["drift"] = self.drift.state_dict()
+        self.callbacks("on_evaluation", ev)
+        return ev
+
+    def _agree(self, stop: str | None) -> str | None:
+        """The main process's stop decision, shared so that every process stops together."""
+        box = [stop]
+        if self.acc.num_processes > 1:
+            broadcast_object_list(box)
+        return box[0]
 
     def save(self, checkpoint: bool = True) -> Path | None:
         """Export the LoRA (and a checkpoint) from the main process; returns the LoRA's path."""
         if not self.acc.is_main_process:
             return None
-        cfg, it = self.cfg, self.state["iteration"]
+        path = self.save_lora(self.cfg.lora_name)
+        if checkpoint:
+            tensors = {"adapter": {k: p.detach() for k, p in self.named.items()}}
+            if self.old is not None:
+                tensors["old_policy"] = self.old.shadow
+            it = self.state["iteration"]
+            self.run_dir.save_checkpoint(
+                it, tensors, self.optimizer.state_dict(), dict(self.state), self.cfg.keep_checkpoints
+            )
+            self.callbacks("on_checkpoint", it, path)
+        return path
+
+    def save_lora(self, name: str, extra: dict[str, Any] | None = None) -> Path:
+        """The adapter as a LoRA file with the run's facts in its metadata."""
+        cfg = self.cfg
         facts = {
             "method": cfg.method,
             "weight": cfg.normguard_weight,
@@ -372,27 +411,17 @@ class Trainer:
             "margin": cfg.normguard_margin,
             "reduction": cfg.normguard_reduction,
             "reward": [{"name": r.name, "weight": r.weight} for r in cfg.rewards],
-            "iterations": it,
+            "iterations": self.state["iteration"],
             "sample_steps": cfg.sample_steps,
             "cfg": cfg.cfg,
             "lora_rank": cfg.lora_rank,
-            "lora_alpha": self.backend.lora_alpha if hasattr(self.backend, "lora_alpha") else cfg.lora_alpha,
+            "lora_alpha": getattr(self.backend, "lora_alpha", cfg.lora_alpha),
             "seed": cfg.seed,
+            **(extra or {}),
         }
         base = {"normguard.base_model": Path(cfg.model).name, **self.backend.lora_metadata()}  # no user paths
-        meta = build_metadata(base, facts, title=cfg.lora_name, resolution=f"{self.width}x{self.height}")
-        path = save_lora(
-            self.run_dir.lora_path(cfg.lora_name), self.backend.lora_state_dict(), meta, cfg.lora_dtype
-        )
-        if checkpoint:
-            tensors = {"adapter": {k: p.detach() for k, p in self.named.items()}}
-            if self.old is not None:
-                tensors["old_policy"] = self.old.shadow
-            self.run_dir.save_checkpoint(
-                it, tensors, self.optimizer.state_dict(), dict(self.state), cfg.keep_checkpoints
-            )
-            self.callbacks("on_checkpoint", it, path)
-        return path
+        meta = build_metadata(base, facts, title=name, resolution=f"{self.width}x{self.height}")
+        return save_lora(self.run_dir.lora_path(name), self.backend.lora_state_dict(), meta, cfg.lora_dtype)
 
     def _restore(self, path: Path) -> None:
         tensors, optimizer, state = RunDir.load_checkpoint(path)
