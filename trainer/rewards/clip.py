@@ -35,6 +35,27 @@ def _pooled(out: Any) -> torch.Tensor:
     return out if isinstance(out, torch.Tensor) else out.pooler_output
 
 
+def _load_checked(folder: Path, what: str, vision_only: bool) -> nn.Module:
+    """CLIPModel (or its image tower with projection) from a folder, refusing weights that do not fit:
+    transformers would otherwise re-initialise missing or mis-shaped weights at random."""
+    from transformers import CLIPConfig, CLIPModel, CLIPVisionModelWithProjection
+
+    config = CLIPConfig.from_pretrained(str(folder), local_files_only=True)
+    if vision_only:  # the tower's own config may not carry the projection size of the whole model
+        config = config.vision_config
+        config.projection_dim = CLIPConfig.from_pretrained(str(folder), local_files_only=True).projection_dim
+    cls = CLIPVisionModelWithProjection if vision_only else CLIPModel
+    model, info = cls.from_pretrained(
+        str(folder), config=config, local_files_only=True, output_loading_info=True
+    )
+    bad = list(info.get("missing_keys", [])) + [str(m[0]) for m in info.get("mismatched_keys", [])]
+    if bad:
+        raise ValueError(
+            f"{what}: the weights in {str(folder)!r} do not fit its config.json: {sorted(bad)[:8]}"
+        )
+    return model
+
+
 class ClipEncoder:
     """A CLIP model plus its tokenizer and image geometry, embedding images and prompts (L2-normalised)
     on one device. The image preprocessing runs in torch on that device, with the numbers from the
@@ -49,13 +70,12 @@ class ClipEncoder:
         what: str,
         vision_only: bool = False,
     ):
-        from transformers import AutoTokenizer, CLIPImageProcessor, CLIPModel, CLIPVisionModelWithProjection
+        from transformers import AutoTokenizer, CLIPImageProcessor
 
         proc_needs = PROCESSOR_FILES[:1] if vision_only else PROCESSOR_FILES
         folder = find_folder(model_dir, MODEL_FILES + ([] if processor_dir else proc_needs), what)
         proc_folder = find_folder(processor_dir, proc_needs, f"{what} processor") if processor_dir else folder
-        model_cls = CLIPVisionModelWithProjection if vision_only else CLIPModel
-        self.model = model_cls.from_pretrained(str(folder), local_files_only=True)
+        self.model = _load_checked(folder, what, vision_only)
         self.model.to(device=device, dtype=dtype).eval().requires_grad_(False)
         ip = CLIPImageProcessor.from_pretrained(str(proc_folder), local_files_only=True)
         size = ip.size.get("shortest_edge") or min(ip.size["height"], ip.size["width"])
@@ -132,7 +152,7 @@ def aesthetic_head(state: dict[str, torch.Tensor], what: str) -> nn.Sequential:
         else:
             mods.append(nn.Dropout(0.0))
     head = nn.Sequential(*mods)
-    head.load_state_dict(state)
+    head.load_state_dict({k.removeprefix("layers."): v for k, v in state.items()})
     if head[-1].out_features != 1:
         raise ValueError(f"{what}: the head's last layer gives {head[-1].out_features} values, expected 1")
     return head
@@ -187,7 +207,10 @@ def _clip_score(spec: RewardSpec, device: torch.device) -> ClipSimilarity:
 )
 def _pickscore(spec: RewardSpec, device: torch.device) -> ClipSimilarity:
     check_options(spec, _COMMON_OPTIONS)
-    what = "pickscore (the PickScore_v1 folder; its tokenizer/preprocessor come from options['processor'] = laion/CLIP-ViT-H-14-laion2B-s32B-b79K when the folder lacks them)"
+    what = (
+        "pickscore (the PickScore_v1 folder; when it lacks the tokenizer and preprocessor files, set "
+        "options['processor'] to the laion/CLIP-ViT-H-14-laion2B-s32B-b79K folder)"
+    )
     return ClipSimilarity(_encoder(spec, device, what), True, batch_size_option(spec, 16))
 
 

@@ -58,7 +58,8 @@ def _bundled_models() -> dict[str, Path]:
         if len(files) != 1:
             raise RuntimeError(
                 f"OCR reward: expected one bundled {task} model (*{task}*.onnx) in {folder}, found "
-                f"{[f.name for f in files]}; this rapidocr version does not bundle its models -- install rapidocr>=3.4"
+                f"{[f.name for f in files]}; this rapidocr version does not bundle its models "
+                "-- install rapidocr>=3.4"
             )
         found[task] = files[0]
     return found
@@ -90,7 +91,7 @@ class OcrReward:
         out = self.engine(np.ascontiguousarray(image[..., ::-1]))  # rapidocr takes arrays as BGR
         if not out.txts:
             return ""
-        return "".join(t for t, s in zip(out.txts, out.scores) if s >= self.min_confidence)
+        return "".join(t for t, s in zip(out.txts, out.scores, strict=True) if s >= self.min_confidence)
 
     @torch.no_grad()
     def __call__(self, images, prompts, metadata: list[dict[str, Any]] | None = None) -> torch.Tensor:
@@ -100,18 +101,19 @@ class OcrReward:
             text = (metadata[i].get("ocr_text") if metadata else None) or quoted_text(prompt)
             if not text:
                 raise ValueError(
-                    f"OCR reward: prompt {i} ({prompt!r}) has no text in double quotes and its metadata has no 'ocr_text'"
+                    f"OCR reward: prompt {i} ({prompt!r}) has no text in double quotes "
+                    "and its metadata has no 'ocr_text'"
                 )
             targets.append(text)
         arrays = to_uint8_hwc(images)
         return torch.tensor(
-            [ocr_score(t, self.read(a)) for t, a in zip(targets, arrays)], dtype=torch.float32
+            [ocr_score(t, self.read(a)) for t, a in zip(targets, arrays, strict=True)], dtype=torch.float32
         )
 
 
 @register(
     "ocr",
-    description="text rendering: 1 - normalised edit distance between the quoted prompt text and what OCR reads",
+    description="text rendering: 1 - normalised edit distance of the quoted prompt text to what OCR reads",
     cost="PP-OCR det+rec ONNX on CPU, bundled (no download)",
     extra="ocr",
 )

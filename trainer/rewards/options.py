@@ -16,7 +16,8 @@ def check_options(spec: RewardSpec, allowed: set[str]) -> dict[str, Any]:
     unknown = set(spec.options) - allowed
     if unknown:
         raise ValueError(
-            f"reward {spec.name!r} has no option(s) {sorted(unknown)}; it takes: {', '.join(sorted(allowed)) or 'none'}"
+            f"reward {spec.name!r} has no option(s) {sorted(unknown)}; "
+            f"it takes: {', '.join(sorted(allowed)) or 'none'}"
         )
     return spec.options
 
