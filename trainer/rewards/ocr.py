@@ -59,7 +59,7 @@ def _bundled_models() -> dict[str, Path]:
             raise RuntimeError(
                 f"OCR reward: expected one bundled {task} model (*{task}*.onnx) in {folder}, found "
                 f"{[f.name for f in files]}; this rapidocr version does not bundle its models "
-                "-- install rapidocr>=3.4"
+                "-- install rapidocr>=3.10"
             )
         found[task] = files[0]
     return found
