@@ -118,3 +118,19 @@ def test_normalising_each_reward_keeps_a_large_scale_from_drowning_another():
     torch.testing.assert_close(a_each, torch.zeros(4), atol=1e-3, rtol=0)
     with pytest.raises(ValueError, match=r"no weight given for reward\(s\) \['small'\]"):
         RewardSet(rewards, {"big": 1.0})
+
+
+def test_weight_files_load_tensors_only(tmp_path):
+    from normguard.trainer.rewards.files import load_state_dict
+
+    wrapped = tmp_path / "wrapped.pt"
+    torch.save({"state_dict": {"w": torch.ones(2)}, "epoch": 3}, wrapped)
+    assert list(load_state_dict(wrapped)) == ["w"]
+
+    class Payload:
+        pass
+
+    pickled = tmp_path / "pickled.pth"
+    torch.save({"w": torch.ones(2), "obj": Payload()}, pickled)
+    with pytest.raises(ValueError, match=r"pickled objects are never loaded"):
+        load_state_dict(pickled)

@@ -214,6 +214,8 @@ def test_missing_or_incomplete_folder_names_the_expected_files(tmp_path, clip_di
         FileNotFoundError, match=r"neither a folder nor a Hugging Face repo in the local cache"
     ):
         load_reward(RewardSpec("clip_score", path="nobody/not-a-cached-repo"))
+    with pytest.raises(NotADirectoryError, match=r"is a file; give the folder that holds: config\.json"):
+        load_reward(RewardSpec("clip_score", path=str(clip_dir / "model.safetensors")))
     with pytest.raises(ValueError, match=r"needs weights on disk"):
         load_reward(RewardSpec("pickscore"))
 

@@ -3,6 +3,7 @@ cache. Nothing is ever downloaded; what is missing is named in the error, with t
 
 from __future__ import annotations
 
+import pickle
 import re
 from pathlib import Path
 
@@ -38,6 +39,10 @@ def find_folder(path: str | Path, needs: list[FileNeed], what: str) -> Path:
                 f"(nothing is downloaded at run time). Give a folder holding: {_describe(needs)}"
             )
         folder = cached
+    if folder.is_file():
+        raise NotADirectoryError(
+            f"{what}: {str(folder)!r} is a file; give the folder that holds: {_describe(needs)}"
+        )
     if not folder.is_dir():
         raise FileNotFoundError(
             f"{what}: folder {str(folder)!r} does not exist; it must hold: {_describe(needs)}"
@@ -71,7 +76,13 @@ def load_state_dict(file: Path) -> dict[str, torch.Tensor]:
         from safetensors.torch import load_file
 
         return load_file(str(file))
-    data = torch.load(str(file), map_location="cpu", weights_only=True)
+    try:
+        data = torch.load(str(file), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise ValueError(
+            f"{str(file)!r} holds more than tensors; pickled objects are never loaded (weights_only=True): "
+            f"save its state dict as .safetensors instead ({err})"
+        ) from err
     if isinstance(data, dict) and isinstance(data.get("state_dict"), dict):
         data = data["state_dict"]
     if not isinstance(data, dict) or not all(isinstance(v, torch.Tensor) for v in data.values()):

@@ -96,6 +96,8 @@ class OcrReward:
     @torch.no_grad()
     def __call__(self, images, prompts, metadata: list[dict[str, Any]] | None = None) -> torch.Tensor:
         check_images(images, prompts)
+        if metadata is not None and len(metadata) != len(prompts):
+            raise ValueError(f"OCR reward: got {len(prompts)} prompts but {len(metadata)} metadata entries")
         targets = []
         for i, prompt in enumerate(prompts):
             text = (metadata[i].get("ocr_text") if metadata else None) or quoted_text(prompt)
