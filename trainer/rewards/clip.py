@@ -39,15 +39,22 @@ def _load_checked(folder: Path, what: str, vision_only: bool) -> nn.Module:
     """CLIPModel (or its image tower with projection) from a folder, refusing weights that do not fit:
     transformers would otherwise re-initialise missing or mis-shaped weights at random."""
     from transformers import CLIPConfig, CLIPModel, CLIPVisionModelWithProjection
+    from transformers.utils import logging as hf_logging
 
     config = CLIPConfig.from_pretrained(str(folder), local_files_only=True)
     if vision_only:  # the tower's own config may not carry the projection size of the whole model
+        config.vision_config.projection_dim = config.projection_dim
         config = config.vision_config
-        config.projection_dim = CLIPConfig.from_pretrained(str(folder), local_files_only=True).projection_dim
     cls = CLIPVisionModelWithProjection if vision_only else CLIPModel
-    model, info = cls.from_pretrained(
-        str(folder), config=config, local_files_only=True, output_loading_info=True
-    )
+    level = hf_logging.get_verbosity()
+    if vision_only:  # the text weights go unused on purpose: no report listing them as unexpected
+        hf_logging.set_verbosity_error()
+    try:
+        model, info = cls.from_pretrained(
+            str(folder), config=config, local_files_only=True, output_loading_info=True
+        )
+    finally:
+        hf_logging.set_verbosity(level)
     bad = list(info.get("missing_keys", [])) + [str(m[0]) for m in info.get("mismatched_keys", [])]
     if bad:
         raise ValueError(
