@@ -3,6 +3,8 @@ and the JPEG rewards (which need nothing on disk)."""
 
 from __future__ import annotations
 
+import argparse
+
 import pytest
 import torch
 from normguard.trainer.rewards import (
@@ -127,10 +129,7 @@ def test_weight_files_load_tensors_only(tmp_path):
     torch.save({"state_dict": {"w": torch.ones(2)}, "epoch": 3}, wrapped)
     assert list(load_state_dict(wrapped)) == ["w"]
 
-    class Payload:
-        pass
-
-    pickled = tmp_path / "pickled.pth"
-    torch.save({"w": torch.ones(2), "obj": Payload()}, pickled)
+    pickled = tmp_path / "pickled.pth"  # old checkpoints often pickle their training arguments
+    torch.save({"w": torch.ones(2), "args": argparse.Namespace(lr=1e-4)}, pickled)
     with pytest.raises(ValueError, match=r"pickled objects are never loaded"):
         load_state_dict(pickled)

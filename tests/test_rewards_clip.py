@@ -220,6 +220,18 @@ def test_missing_or_incomplete_folder_names_the_expected_files(tmp_path, clip_di
         load_reward(RewardSpec("pickscore"))
 
 
+def test_weights_that_do_not_fit_the_config_are_refused(tmp_path, clip_dir, head_file):
+    """A config.json from another model size must not lead to randomly re-initialised weights."""
+    other = write_clip(tmp_path / "other", projection_dim=8)
+    mixed = tmp_path / "mixed"
+    shutil.copytree(clip_dir, mixed)
+    shutil.copy(other / "config.json", mixed / "config.json")
+    with pytest.raises(ValueError, match=r"do not fit its config\.json"):
+        load_reward(RewardSpec("clip_score", path=str(mixed)))
+    with pytest.raises(ValueError, match=r"do not fit its config\.json"):
+        load_reward(RewardSpec("aesthetic", path=str(mixed), options={"head": str(head_file[0])}))
+
+
 def test_loads_from_the_hugging_face_cache_by_repo_id(tmp_path, clip_dir, monkeypatch):
     """A repo id resolves to its snapshot in the local HF cache (the hub's own cache layout)."""
     import huggingface_hub.constants as hf_constants

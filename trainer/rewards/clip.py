@@ -53,6 +53,8 @@ def _load_checked(folder: Path, what: str, vision_only: bool) -> nn.Module:
         model, info = cls.from_pretrained(
             str(folder), config=config, local_files_only=True, output_loading_info=True
         )
+    except RuntimeError as err:  # transformers 5 raises on mis-shaped weights
+        raise ValueError(f"{what}: the weights in {str(folder)!r} do not fit its config.json: {err}") from err
     finally:
         hf_logging.set_verbosity(level)
     bad = list(info.get("missing_keys", [])) + [str(m[0]) for m in info.get("mismatched_keys", [])]
