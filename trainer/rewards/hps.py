@@ -5,6 +5,7 @@ nothing is downloaded. The architecture is an option so that tests can use a tin
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import torch
@@ -29,6 +30,11 @@ def _open_clip():
     return open_clip
 
 
+class _DropRandomInitWarning(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "initialized randomly" not in record.getMessage()
+
+
 def _arch_name(open_clip, arch: str) -> str:
     """A built-in OpenCLIP architecture name, or a .json model config file registered under its stem."""
     if arch.endswith(".json"):
@@ -48,7 +54,12 @@ class Hps:
         what = "hps (the HPS_v2.1_compressed.pt checkpoint)"
         file = find_file(path, what, (".pt", ".pth", ".bin", ".safetensors"))
         name = _arch_name(open_clip, arch)
-        model = open_clip.create_model(name, pretrained=None, device="cpu")
+        quiet = _DropRandomInitWarning()
+        logging.getLogger().addFilter(quiet)  # the weights come next, from the checkpoint
+        try:
+            model = open_clip.create_model(name, pretrained=None, device="cpu")
+        finally:
+            logging.getLogger().removeFilter(quiet)
         state = {k.removeprefix("module."): v for k, v in load_state_dict(file).items()}
         try:
             model.load_state_dict(state)

@@ -116,7 +116,7 @@ class OcrReward:
 @register(
     "ocr",
     description="text rendering: 1 - normalised edit distance of the quoted prompt text to what OCR reads",
-    cost="PP-OCR det+rec ONNX on CPU, bundled (no download)",
+    cost="PP-OCR det+rec ONNX, CPU only: 0.34 CPU-s per 512 px image",
     extra="ocr",
 )
 def _ocr(spec: RewardSpec, device: torch.device) -> OcrReward:
