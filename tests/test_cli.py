@@ -74,7 +74,7 @@ def test_train_with_config_and_flag_overrides(config_file, tmp_path):
     saved = yaml.safe_load((out / "config.yaml").read_text())
     assert saved["method"] == "dpo" and saved["normguard_weight"] == 0 and saved["iterations"] == 3
     assert saved["rewards"] == [
-        {"name": "jpeg_incompressibility", "weight": 0.5, "path": None, "device": None}
+        {"name": "jpeg_incompressibility", "weight": 0.5, "path": None, "device": None, "options": {}}
     ]
     assert saved["prompts_file"] == str(prompts)
     lora = out / "normguard_lora.safetensors"

@@ -7,6 +7,7 @@ import argparse
 
 import pytest
 import torch
+
 from normguard.trainer.rewards import (
     REGISTRY,
     Reward,

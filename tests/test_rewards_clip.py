@@ -11,10 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from normguard.trainer.rewards import RewardSpec, clear_reward_cache, load_reward
-from normguard.trainer.rewards.clip import HEAD_KEYS
 from torch import nn
 from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
+
+from normguard.trainer.rewards import RewardSpec, clear_reward_cache, load_reward
+from normguard.trainer.rewards.clip import HEAD_KEYS
 
 SIZE = 32  # the tiny models' image side
 PROMPTS = ["a red cat", "a blue dog on grass", "text", "an empty room"]

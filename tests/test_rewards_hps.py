@@ -8,6 +8,7 @@ import json
 
 import pytest
 import torch
+
 from normguard.trainer.rewards import RewardSpec, clear_reward_cache, load_reward
 
 try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from normguard.trainer.rewards import RewardSpec, clear_reward_cache, load_reward
 
 pytest.importorskip("brisque", reason="the iqa extra (brisque) is not installed")

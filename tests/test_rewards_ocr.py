@@ -7,9 +7,10 @@ import socket
 import numpy as np
 import pytest
 import torch
+from PIL import Image, ImageDraw, ImageFont
+
 from normguard.trainer.rewards import RewardSpec, clear_reward_cache, load_reward
 from normguard.trainer.rewards.ocr import edit_distance, ocr_score, quoted_text
-from PIL import Image, ImageDraw, ImageFont
 
 
 def render(word: str | None, size: tuple[int, int] = (320, 128)) -> torch.Tensor:

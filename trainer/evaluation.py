@@ -117,9 +117,7 @@ class Evaluator:
             images = self.backend.decode(roll.latents).float().cpu()
             rows.append(images)
             parts = self.rewards.score(images, self.prompts)
-            metrics[f"eval_reward{suffix}"] = float(
-                sum(self.rewards.weights[k] * v for k, v in parts.items()).mean()
-            )
+            metrics[f"eval_reward{suffix}"] = float(self.rewards.total(parts).mean())
             for name, monitor in self.monitors.items():
                 metrics[f"eval_{name}{suffix}"] = float(monitor(images, self.prompts).float().mean())
             if full:

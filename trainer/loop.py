@@ -22,7 +22,6 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list
 
-from .advantages import combined_advantages
 from .backends import FlowBackend, cond_cat, load_backend
 from .callbacks import Callback, CallbackList, MetricsWriter
 from .checkpoint import RunDir
@@ -228,12 +227,10 @@ class Trainer:
             images = b.decode(roll.latents)
         t = time.perf_counter()
         parts = self.rewards.score(images, prompts)
-        total = sum(self.rewards.weights[k] * v for k, v in parts.items())
-        adv = combined_advantages(
+        total = self.rewards.total(parts)
+        adv = self.rewards.advantages(
             parts,
-            self.rewards.weights,
             cfg.group_size,
-            normalize_each=self.rewards.normalize_each,
             std=cfg.adv_std,
             batch_std=lambda r: self.acc.gather(r.to(self.device)).float().std().cpu(),
         )

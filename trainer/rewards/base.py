@@ -127,8 +127,11 @@ class RewardSet:
     def __call__(
         self, images: torch.Tensor, prompts: list[str], metadata: list[dict[str, Any]] | None = None
     ) -> torch.Tensor:
-        parts = self.score(images, prompts, metadata)
-        return sum(self.weights[k] * v for k, v in parts.items())
+        return self.total(self.score(images, prompts, metadata))
+
+    def total(self, scores: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """The weighted sum of per-reward scores (as returned by `score`)."""
+        return sum(self.weights[k] * v.float() for k, v in scores.items())
 
     def advantages(
         self,
