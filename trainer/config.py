@@ -52,6 +52,9 @@ class TrainConfig:
     lora_targets: list[str] | None = _help(
         "module names the LoRA adapts (default: attention projections)", default=None
     )
+    init_lora: str | None = _help(
+        "start from this LoRA file (exported by normguard, same rank/targets)", default=None
+    )
     lora_dtype: str = _help("precision of the saved LoRA file: fp32, bf16 or fp16", default="fp32")
     lora_name: str = _help("file name (without .safetensors) of the exported LoRA", default="normguard_lora")
     # --- data and rewards ---------------------------------------------------------------------

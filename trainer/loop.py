@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list
+from safetensors.torch import load_file
 
 from .backends import FlowBackend, cond_cat, load_backend
 from .callbacks import Callback, CallbackList, MetricsWriter
@@ -102,6 +103,10 @@ class Trainer:
         )
         if not self.backend.named_trainable():
             self.backend.add_lora(cfg.lora_rank, cfg.lora_alpha, tuple(cfg.lora_targets or ()))
+            if cfg.init_lora:  # a checkpoint, when there is one, overrides this below
+                if not Path(cfg.init_lora).is_file():
+                    raise FileNotFoundError(f"init_lora {cfg.init_lora} does not exist")
+                self.backend.load_lora_state_dict(load_file(cfg.init_lora), f"init_lora {cfg.init_lora}")
         self.rewards = rewards or build_rewards(
             cfg.rewards, cfg.reward_device or self.device, cfg.reward_normalize_each
         )
@@ -414,6 +419,7 @@ class Trainer:
             "lora_rank": cfg.lora_rank,
             "lora_alpha": getattr(self.backend, "lora_alpha", cfg.lora_alpha),
             "seed": cfg.seed,
+            **({"init_lora": Path(cfg.init_lora).name} if cfg.init_lora else {}),
             **(extra or {}),
         }
         base = {"normguard.base_model": Path(cfg.model).name, **self.backend.lora_metadata()}  # no user paths

@@ -113,6 +113,10 @@ class FlowBackend(ABC):
     def add_lora(self, rank: int, alpha: float | None = None, targets=(), init: str = "default") -> None:
         """Attach a fresh trainable LoRA adapter (targets: module names; empty = the backend's default)."""
 
+    @abstractmethod
+    def load_lora_state_dict(self, tensors: dict[str, torch.Tensor], source: str = "the LoRA") -> None:
+        """Set the adapter from tensors in the export format (continue from a saved LoRA)."""
+
     def lora_metadata(self) -> dict[str, str]:
         """Facts about the base model for the LoRA file's metadata (modelspec.*)."""
         return {}

@@ -97,6 +97,26 @@ class PeftLoraBackend(FlowBackend):
     def named_trainable(self) -> dict[str, nn.Parameter]:
         return self._trainable
 
+    def load_lora_state_dict(self, tensors: dict[str, torch.Tensor], source: str = "the LoRA") -> None:
+        """Start the adapter from an exported LoRA (the inverse of lora_state_dict)."""
+        scale = self.lora_alpha / self.lora_rank
+        missing = [self.lora_prefix + k for k in self._trainable if self.lora_prefix + k not in tensors]
+        if missing:
+            raise ValueError(
+                f"{source} does not fit this model's adapter: {len(missing)} of {len(self._trainable)} "
+                f"keys are missing (e.g. {missing[0]}); was it trained on this model with the same "
+                "lora_targets?"
+            )
+        with torch.no_grad():
+            for name, p in self._trainable.items():
+                t = tensors[self.lora_prefix + name]
+                if t.shape != p.shape:
+                    raise ValueError(
+                        f"{source}: {name} has shape {tuple(t.shape)}, the adapter {tuple(p.shape)} "
+                        f"(lora_rank {self.lora_rank}); set lora_rank to the file's rank"
+                    )
+                p.copy_(t.float() / scale if ".lora_B." in name else t.float())
+
     def lora_state_dict(self) -> dict[str, torch.Tensor]:
         """prefix + module path + .lora_A/.lora_B.weight, with lora_B pre-multiplied by alpha / r.
 
