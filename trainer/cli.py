@@ -74,6 +74,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="weights on disk for a reward (repeatable)",
     )
     t.add_argument(
+        "--reward-option",
+        action="append",
+        nargs=3,
+        metavar=("NAME", "KEY", "VALUE"),
+        default=[],
+        help="a reward-specific option, e.g. --reward-option aesthetic head /models/head.pth (repeatable)",
+    )
+    t.add_argument(
         "--monitor-reward",
         action="append",
         metavar="NAME",
@@ -97,6 +105,16 @@ def parse_reward(text: str) -> dict[str, Any]:
         raise ValueError(f"--reward {text!r}: the weight after '=' must be a number") from None
 
 
+def _scalar(text: str) -> int | float | str:
+    """A number where the text is one, else the text itself (paths stay strings)."""
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
 def resolve_config(args: argparse.Namespace) -> TrainConfig:
     raw = TrainConfig.from_yaml(args.config).to_dict() if args.config else {}
     raw.update({f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)})
@@ -114,6 +132,12 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
             raise ValueError(f"--reward-path {name}: no reward named {name!r} (add --reward {name})")
         for r in match:
             r["path"] = path
+    for name, key, value in args.reward_option:
+        match = [r for group in specs.values() for r in group if r["name"] == name]
+        if not match:
+            raise ValueError(f"--reward-option {name}: no reward named {name!r} (add --reward {name})")
+        for r in match:
+            r.setdefault("options", {})[key] = _scalar(value)
     raw |= specs
     return TrainConfig.from_dict(raw)
 
@@ -140,10 +164,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_rewards(args: argparse.Namespace) -> int:
-    from .rewards import REGISTRY
+    from .rewards import available_rewards
 
-    for name in sorted(REGISTRY):
-        print(name)
+    for r in available_rewards():
+        need = "needs --reward-path" if r["needs_path"] else "needs nothing on disk"
+        extra = f", pip extra [{r['extra']}]" if r.get("extra") else ""
+        print(f"{r['id']:24} {r['description']} ({need}{extra}; {r['cost']})")
     return 0
 
 
