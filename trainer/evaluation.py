@@ -76,6 +76,7 @@ class Evaluator:
         cfg: TrainConfig,
         backend: FlowBackend,
         encode: Callable[[list[str]], Cond],
+        decode: Callable[[torch.Tensor], torch.Tensor],
         rewards: RewardSet,
         monitors: dict[str, Reward],
         prompts: list[str],
@@ -83,13 +84,8 @@ class Evaluator:
         height: int,
         width: int,
     ):
-        self.cfg, self.backend, self.encode, self.rewards, self.monitors = (
-            cfg,
-            backend,
-            encode,
-            rewards,
-            monitors,
-        )
+        self.cfg, self.backend, self.encode, self.decode = cfg, backend, encode, decode
+        self.rewards, self.monitors = rewards, monitors
         n = cfg.eval_samples
         self.prompts = [prompts[i % len(prompts)] for i in range(n)]
         gens = [
@@ -114,7 +110,7 @@ class Evaluator:
             roll = sample(
                 self.backend, cond, self.noise, sigmas, uncond=uncond, cfg=self.cfg.cfg, record_norms=full
             )
-            images = self.backend.decode(roll.latents).float().cpu()
+            images = self.decode(roll.latents).float().cpu()
             rows.append(images)
             parts = self.rewards.score(images, self.prompts)
             metrics[f"eval_reward{suffix}"] = float(self.rewards.total(parts).mean())

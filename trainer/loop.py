@@ -107,6 +107,8 @@ class Trainer:
                 if not Path(cfg.init_lora).is_file():
                     raise FileNotFoundError(f"init_lora {cfg.init_lora} does not exist")
                 self.backend.load_lora_state_dict(load_file(cfg.init_lora), f"init_lora {cfg.init_lora}")
+            if cfg.fp8_base:
+                self.backend.store_base_in_fp8()
         self.rewards = rewards or build_rewards(
             cfg.rewards, cfg.reward_device or self.device, cfg.reward_normalize_each
         )
@@ -129,6 +131,10 @@ class Trainer:
         self.latent_shape = self.backend.latent_shape(self.height, self.width)
         self.sigmas = self.backend.schedule(cfg.sample_steps, self.height, self.width)
         self._cond_cache: dict[str, Any] = {}
+        eval_prompts = cfg.load_eval_prompts(self.prompts)
+        self.encode([*self.prompts, *eval_prompts, ""])  # every prompt once; the encoders can then leave
+        if cfg.offload_text_encoders:
+            self.backend.offload_text_encoders()
         self.evaluator, self.drift = None, DriftMonitor(cfg, None)
         if cfg.eval_every and acc.is_main_process:  # evaluation runs on the main process only
             monitors = load_monitors(cfg, self.device)
@@ -137,9 +143,10 @@ class Trainer:
                 cfg,
                 self.backend,
                 self.encode,
+                self.decode,
                 self.rewards,
                 monitors,
-                cfg.load_eval_prompts(self.prompts),
+                eval_prompts,
                 self.latent_shape,
                 self.height,
                 self.width,
@@ -228,8 +235,7 @@ class Trainer:
                 generators=gens,
                 on_step=lambda k, n: self.callbacks("on_sample_step", k, n),
             )
-        with torch.no_grad():
-            images = b.decode(roll.latents)
+        images = self.decode(roll.latents)
         t = time.perf_counter()
         parts = self.rewards.score(images, prompts)
         total = self.rewards.total(parts)
@@ -363,6 +369,11 @@ class Trainer:
             for i, p in enumerate(missing):
                 self._cond_cache[p] = {k: v[i : i + 1] for k, v in enc.items()}
         return cond_cat([self._cond_cache[p] for p in prompts])
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """VAE decoding in chunks of decode_batch_size (its activations dominate peak memory)."""
+        return torch.cat([self.backend.decode(c) for c in latents.split(self.cfg.decode_batch_size)])
 
     def evaluate(self, iteration: int) -> Evaluation | None:
         """Held-out evaluation (main process): grid, metrics, drift warnings, best LoRA."""
