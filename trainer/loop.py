@@ -174,15 +174,14 @@ class Trainer:
             if self.drift.base is None:
                 self.evaluate(0)  # the base model's numbers: what drift is measured against
             for it in range(state["iteration"], cfg.iterations):
-                t0 = time.perf_counter()
+                t0 = self._clock()
                 gen = generator(cfg.seed, it)
                 data, metrics = self.collect(it, gen)
-                t1 = time.perf_counter()
                 consistent = False
                 metrics |= self.optimize(data, gen)
                 state["iteration"] = it + 1
                 consistent = True
-                metrics |= {"time_rollout": t1 - t0, "time_iteration": time.perf_counter() - t0}
+                metrics["time_iteration"] = self._clock() - t0
                 stop = None
                 if cfg.eval_every and ((it + 1) % cfg.eval_every == 0 or it + 1 == cfg.iterations):
                     ev = self.evaluate(it + 1)
@@ -222,6 +221,7 @@ class Trainer:
         gens = [generator(cfg.seed, it, g, j) for g in self.local_groups for j in range(cfg.group_size)]
         cond = self.encode(prompts)
         uncond = self.encode([""] * len(prompts)) if (cfg.cfg > 1 or self.method.train_cfg > 1) else None
+        t_sample = self._clock()
         # DiffusionNFT collects data with its old policy v_old; the other methods are on-policy
         with self.old.swapped_in() if self.old is not None else nullcontext():
             roll = sample(
@@ -235,8 +235,9 @@ class Trainer:
                 generators=gens,
                 on_step=lambda k, n: self.callbacks("on_sample_step", k, n),
             )
+        t_decode = self._clock()
         images = self.decode(roll.latents)
-        t = time.perf_counter()
+        t_reward = self._clock()
         parts = self.rewards.score(images, prompts)
         total = self.rewards.total(parts)
         adv = self.rewards.advantages(
@@ -250,7 +251,9 @@ class Trainer:
         metrics = {
             "reward_mean": everyone.mean().item(),
             "reward_std": everyone.std().item(),
-            "time_reward": time.perf_counter() - t,
+            "time_sample": t_decode - t_sample,
+            "time_decode": t_reward - t_decode,
+            "time_reward": self._clock() - t_reward,
         }
         if len(parts) > 1:
             metrics |= {
@@ -279,7 +282,7 @@ class Trainer:
         chunks = [select(b, slice(i, i + mb)) for b in batches for i in range(0, batch_size(b), mb)]
         rows = sum(batch_size(c) for c in chunks)
         sums: dict[str, float] = {}
-        t = time.perf_counter()
+        t_passes = self._clock()
         for i, chunk in enumerate(chunks):
             n = batch_size(chunk)
             last = i == len(chunks) - 1
@@ -293,6 +296,7 @@ class Trainer:
                 self.acc.backward(loss * (n / rows))
             for k, v in stats.items():
                 sums[k] = sums.get(k, 0.0) + v * n / rows
+        t_step = self._clock()
         grad_norm = float(self.acc.clip_grad_norm_(self.params, cfg.grad_clip))
         finite = math.isfinite(grad_norm)
         if finite:
@@ -312,7 +316,8 @@ class Trainer:
             "grad_norm": grad_norm,
             "skipped_step": int(not finite),
             "nonfinite_total": state["nonfinite_total"],
-            "time_train": time.perf_counter() - t,
+            "time_train_passes": t_step - t_passes,
+            "time_optimizer": self._clock() - t_step,
         }
 
     def loss(self, b: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
@@ -369,6 +374,12 @@ class Trainer:
             for i, p in enumerate(missing):
                 self._cond_cache[p] = {k: v[i : i + 1] for k, v in enc.items()}
         return cond_cat([self._cond_cache[p] for p in prompts])
+
+    def _clock(self) -> float:
+        """Wall time after the device has finished its queued work (CUDA runs asynchronously)."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
