@@ -1,0 +1,39 @@
+"""The NormGuard ComfyUI node pack (V3 API, category "NormGuard").
+
+Nodes (ids are public API): NormGuardTrainLoRA, NormGuardTrainOptions, NormGuardReward<Id> (one per
+registered reward, e.g. NormGuardRewardJpegCompressibility), NormGuardRewardCombine,
+NormGuardScoreImages, VelocityNormProbe, VelocityNormGraph, NormGuardLoraLoader.
+Socket types: NORMGUARD_REWARD (list of RewardSpec), NORMGUARD_OPTIONS (dict of TrainConfig keys),
+NORMGUARD_PROBE_LOG (nodes.probe_log.ProbeLog).
+
+Websocket events (PromptServer.send_sync to the client that queued the prompt; listen in the
+frontend with `api.addEventListener(name, e => e.detail)`):
+
+- "normguard.train", from NormGuardTrainLoRA; every payload has "node" (the node's id in the graph)
+  and "phase":
+    start:      {iterations, start_iteration, method}
+    iteration:  {iteration, iterations, metrics: {reward_mean, reward_std, loss, penalty, train_rho,
+                 v_norm, v_ref_norm, grad_norm, time_*, and every rho_every iterations rho_mean and
+                 rho_per_step: [...]}}  (one per finished iteration; non-finite numbers are null)
+    checkpoint: {iteration}
+    end:        {status ("finished", "interrupted", "stopped: ..."), iteration, lora (file name in
+                 the loras folder)}
+- "normguard.probe", from a VelocityNormProbe'd MODEL at the end of every sampling run:
+    {label, reference, rescale, step: [...], sigma: [...], evals: [...], norm: [...],
+     norm_cond: [...], norm_uncond: [...], norm_ref: [...], ratio: [...], norm_samples: [[...]],
+     ratio_samples: [[...]]}  (one entry per sampler step; null where not measured)
+
+Only `probe_log` is importable without ComfyUI; NormGuardExtension is resolved lazily.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def __getattr__(name: str) -> Any:
+    if name == "NormGuardExtension":
+        from .extension import NormGuardExtension
+
+        return NormGuardExtension
+    raise AttributeError(name)
