@@ -104,17 +104,19 @@ class EventStream:
         payload = self._read(length)
         return json.loads(payload) if opcode == 1 else None
 
-    def until(self, predicate, timeout: float = 300) -> list[dict[str, Any]]:
-        """Messages read until one satisfies predicate (included)."""
-        seen, end = [], time.time() + timeout
-        while time.time() < end:
-            msg = self.message()
-            if msg is None:
-                continue
-            seen.append(msg)
-            if predicate(msg):
-                return seen
-        raise TimeoutError("no matching websocket message")
+    def collect(self, into: list[dict[str, Any]]) -> None:
+        """Append every JSON message to `into` until the stream is closed (run it in a thread)."""
+        try:
+            while True:
+                msg = self.message()
+                if msg is not None:
+                    into.append(msg)
+        except (OSError, ValueError):
+            return
 
     def close(self) -> None:
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)  # wakes a thread blocked in recv
+        except OSError:
+            pass
         self.sock.close()
