@@ -113,7 +113,7 @@ def server(base_dir):
 
 @pytest.fixture
 def comfy(server):
-    from client import Comfy
+    from .client import Comfy
 
     return Comfy(server)
 

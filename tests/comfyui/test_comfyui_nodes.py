@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from client import EventStream, GraphError
-from graphs import loaders, sample, train
 from safetensors import safe_open
 from safetensors.torch import load_file
+
+from .client import EventStream, GraphError
+from .graphs import loaders, sample, train
 
 NODE_IDS = [
     "NormGuardTrainLoRA",
@@ -55,7 +56,7 @@ def test_every_node_is_listed(comfy):
 @pytest.fixture(scope="module")
 def trained_sd3(server, loras, output_dir):
     """A LoRA trained for 2 iterations on the tiny SD3, plus the graph's outputs."""
-    from client import Comfy
+    from .client import Comfy
 
     comfy = Comfy(server)
     g = train("sd3", "t_sd3")
