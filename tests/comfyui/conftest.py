@@ -29,6 +29,9 @@ SKIP_REASON = (
     "ComfyUI tests need a ComfyUI checkout: set COMFYUI_PATH (and COMFYUI_PYTHON to the python of its venv)"
 )
 READY_TIMEOUT = 180
+# ComfyUI and the kit run single-threaded unless OMP_NUM_THREADS says otherwise: on a small, shared
+# machine OpenMP threads that spin against other processes make torch ops ~100x slower.
+ENV = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
 
 
 def pytest_collection_modifyitems(config, items):
@@ -55,6 +58,7 @@ def base_dir(tmp_path_factory) -> Path:
         check=True,
         capture_output=True,
         timeout=600,
+        env=ENV,
     )
     (base / "custom_nodes").mkdir()
     (base / "custom_nodes" / "normguard").symlink_to(REPO, target_is_directory=True)
@@ -84,6 +88,7 @@ def server(base_dir):
                 "sqlite:///:memory:",
             ],  # fmt: skip
             cwd=COMFYUI_PATH,
+            env=ENV,
             stdout=log,
             stderr=subprocess.STDOUT,
         )

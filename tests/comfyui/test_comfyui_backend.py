@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from .conftest import COMFYUI_PATH, COMFYUI_PYTHON, HERE, REPO
+from .conftest import COMFYUI_PATH, COMFYUI_PYTHON, ENV, HERE, REPO
 
 
 @pytest.fixture(scope="module")
@@ -21,6 +21,7 @@ def checks(base_dir, tmp_path_factory) -> dict:
         capture_output=True,
         text=True,
         timeout=600,
+        env=ENV,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
