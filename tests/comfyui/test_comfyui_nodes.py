@@ -102,7 +102,7 @@ def test_trained_lora_loads_in_both_loaders_like_the_trainer_output(comfy, train
     assert "normguard.method" not in out["ng"]["text"][0] and "method: nft" in out["ng"]["text"][0]
 
 
-def test_probe_records_one_value_per_step_heun_cfg3_batch2(comfy, trained_sd3, output_dir):
+def test_probe_records_one_value_per_step_heun_cfg3_batch2(comfy, server, trained_sd3, output_dir):
     name, _ = trained_sd3
     g = loaders("sd3")
     g["lora"] = {
@@ -136,8 +136,17 @@ def test_probe_records_one_value_per_step_heun_cfg3_batch2(comfy, trained_sd3, o
             "samples_3": ["ks_plain", 0],
         },
     }
+    events = EventStream(server, comfy.client_id)
+    seen: list[dict] = []
+    reader = threading.Thread(target=events.collect, args=(seen,), daemon=True)
+    reader.start()
     out = comfy.run(g)
+    events.close()
+    reader.join(timeout=5)
     same, lora, plain = out["graph"]["normguard_probe"]
+    probe_events = [m["data"] for m in seen if m.get("type") == "normguard.probe"]
+    assert sorted(e["label"] for e in probe_events) == ["base", "lora", "plain"]
+    assert all(e["step"] == [0, 1, 2, 3] for e in probe_events), "one event per sampling run, with every step"
     for log in (same, lora, plain):
         assert log["step"] == [0, 1, 2, 3], "exactly one record per sampler step"
         assert log["evals"][1:] == [2, 2, 2], "heun evaluates twice per step"
@@ -201,7 +210,7 @@ def test_train_flux_and_stock_loader_agree(comfy, loras, output_dir):
 
 
 def test_cancel_keeps_the_lora_and_queueing_again_resumes(comfy, server, loras, output_dir):
-    g = train("sd3", "t_cancel", iterations=4)
+    g = train("sd3", "t_cancel", iterations=12)
     events = EventStream(server, comfy.client_id)
     seen: list[dict] = []
     reader = threading.Thread(target=events.collect, args=(seen,), daemon=True)
@@ -218,12 +227,12 @@ def test_cancel_keeps_the_lora_and_queueing_again_resumes(comfy, server, loras, 
     assert any(m[0] == "execution_interrupted" for m in status["messages"])
     assert (loras / "t_cancel.safetensors").is_file(), "cancel keeps the last good LoRA in the loras folder"
     done = [json.loads(line)["iteration"] for line in metrics.read_text().splitlines()]
-    assert done and done[-1] < 4
+    assert done and done[-1] < 12
 
     outputs = comfy.run(g)  # the same graph again: resumes the run
-    assert [json.loads(line)["iteration"] for line in metrics.read_text().splitlines()] == [1, 2, 3, 4]
+    assert [json.loads(line)["iteration"] for line in metrics.read_text().splitlines()] == list(range(1, 13))
     assert (loras / "t_cancel_2.safetensors").is_file(), "the finished LoRA never overwrites the kept one"
-    assert "finished: 4 iterations" in outputs["train"]["text"][0]
+    assert "finished: 12 iterations" in outputs["train"]["text"][0]
     events.close()
     reader.join(timeout=5)
     train_events = [m["data"] for m in seen if m.get("type") == "normguard.train"]
