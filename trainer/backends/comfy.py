@@ -269,9 +269,17 @@ class ComfyBackend(FlowBackend):
         if vae is None:
             raise ValueError("NormGuard: the VAE input is empty (the checkpoint has no VAE?)")
         if model.is_dynamic():
-            # dynamic VRAM patchers refuse some patcher features; ComfyUI's documented way out is a
-            # plain patcher, which reloads the weights once (a second copy in RAM, not in VRAM)
-            self.patcher = model.clone(disable_dynamic=True)
+            # ComfyUI's dynamic VRAM (the GPU default) streams weights through buffers that autograd
+            # cannot use; its documented way out is a plain patcher, which reloads the weights from
+            # the file once (a second copy in RAM; VRAM holds only what is loaded for training)
+            try:
+                self.patcher = model.clone(disable_dynamic=True)
+            except RuntimeError as e:
+                raise ValueError(
+                    "NormGuard: this MODEL uses ComfyUI's dynamic VRAM loading and was not made by a core "
+                    "loader (UNETLoader, CheckpointLoaderSimple), so no trainable copy can be made; load it "
+                    f"with a core loader or start ComfyUI with --disable-dynamic-vram ({e})"
+                ) from e
         else:
             self.patcher = model.clone()  # shares the nn.Module: no weight copy
         self.model = self.patcher.model  # comfy BaseModel
