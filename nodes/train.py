@@ -18,7 +18,13 @@ import torch
 import yaml
 from comfy_api.latest import io
 
-from ..trainer.backends.comfy import ComfyBackend, architecture, check_flow_model, model_fingerprint
+from ..trainer.backends.comfy import (
+    LORA_FORMATS,
+    ComfyBackend,
+    architecture,
+    check_flow_model,
+    model_fingerprint,
+)
 from ..trainer.callbacks import Callback
 from ..trainer.checkpoint import CONFIG_FILE, config_differences
 from ..trainer.config import METHODS, TrainConfig, read_prompt_lines
@@ -37,6 +43,7 @@ NODE_KEYS = {
     "normguard_weight", "iterations", "group_size", "sample_steps", "cfg", "width", "height", "lora_rank",
     "lr", "seed",
 }  # fmt: skip
+BACKEND_KEYS = ("lora_format",)  # options for the ComfyUI backend, not TrainConfig keys
 DEFAULTS = {
     f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING
 }
@@ -217,6 +224,8 @@ class NormGuardTrainLoRA(io.ComfyNode):
             raise ValueError("NormGuardTrainLoRA: connect a reward node")
         name = clean_lora_name(lora_name)
         device = mm.get_torch_device()
+        options = dict(options or {})
+        lora_format = options.pop("lora_format", "comfyui")
         config = build_config(
             options,
             model=f"comfyui:{architecture(model)}:{model_fingerprint(model)}",
@@ -252,6 +261,7 @@ class NormGuardTrainLoRA(io.ComfyNode):
                     prompts=prompt_list,
                     guidance=config.guidance,
                     gradient_checkpointing=config.gradient_checkpointing,
+                    lora_format=lora_format,
                 )
                 rewards = build_rewards(
                     config.rewards, config.reward_device or device, config.reward_normalize_each
@@ -338,6 +348,12 @@ class NormGuardTrainOptions(io.ComfyNode):
                 io.Int.Input("rho_every", default=d["rho_every"], min=0, max=100000, tooltip="0 = never."),
                 io.Int.Input("rho_samples", default=d["rho_samples"], min=1, max=256),
                 io.Boolean.Input("reward_normalize_each", default=d["reward_normalize_each"]),
+                io.Combo.Input(
+                    "lora_format",
+                    options=list(LORA_FORMATS),
+                    default="comfyui",
+                    tooltip="Keys of the saved file: ComfyUI's (any model) or diffusers' (SD3/SD3.5, FLUX.1).",
+                ),
                 io.String.Input(
                     "extra",
                     multiline=True,
@@ -368,7 +384,7 @@ class NormGuardTrainOptions(io.ComfyNode):
             if not isinstance(parsed, dict):
                 raise ValueError("NormGuardTrainOptions: extra must be a YAML mapping of TrainConfig keys")
             out.update(parsed)
-        unknown = sorted(set(out) - set(DEFAULTS) - {"lora_alpha", "guidance", "lora_targets"})
+        unknown = sorted(set(out) - set(DEFAULTS) - set(BACKEND_KEYS))
         if unknown:
             raise ValueError(f"NormGuardTrainOptions: unknown keys {unknown}")
         clash = sorted(set(out) & NODE_KEYS)

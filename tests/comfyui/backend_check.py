@@ -8,6 +8,49 @@ import json
 import sys
 
 
+def check_diffusers_layers(kind: str, lora: dict) -> dict:
+    """Do the diffusers-format keys name Linear layers of the diffusers transformer of the same
+    shape, with fitting lora_A/lora_B shapes? -> {"layers": n, "problems": [...]}"""
+    import torch
+    from diffusers import FluxTransformer2DModel, SD3Transformer2DModel
+
+    if kind == "sd3":
+        model = SD3Transformer2DModel(
+            sample_size=32, patch_size=2, in_channels=16, num_layers=2, attention_head_dim=64, num_attention_heads=2,
+            joint_attention_dim=4096, caption_projection_dim=128, pooled_projection_dim=2048, out_channels=16,
+            pos_embed_max_size=32,
+        )  # fmt: skip
+    else:
+        model = FluxTransformer2DModel(
+            patch_size=1, in_channels=64, num_layers=1, num_single_layers=1, attention_head_dim=128,
+            num_attention_heads=1, joint_attention_dim=768, pooled_projection_dim=768, guidance_embeds=True,
+            axes_dims_rope=(16, 56, 56),
+        )  # fmt: skip
+    modules = dict(model.named_modules())
+    problems, layers = (
+        [],
+        sorted(
+            {k[len("transformer.") : -len(".lora_A.weight")] for k in lora if k.endswith("lora_A.weight")}
+        ),
+    )
+    for layer in layers:
+        m = modules.get(layer)
+        a, b = lora[f"transformer.{layer}.lora_A.weight"], lora[f"transformer.{layer}.lora_B.weight"]
+        if not isinstance(m, torch.nn.Linear):
+            problems.append(f"{layer}: not a Linear of the diffusers model")
+        elif (a.shape[1], b.shape[0]) != (m.in_features, m.out_features):
+            problems.append(
+                f"{layer}: A {tuple(a.shape)} B {tuple(b.shape)} vs {m.in_features}->{m.out_features}"
+            )
+    model.load_lora_adapter(
+        {k: v.clone() for k, v in lora.items()}, prefix="transformer", adapter_name="normguard"
+    )
+    adapted = sorted(n[: -len(".lora_A")] for n, m in model.named_modules() if n.endswith(".lora_A"))
+    if adapted != layers:
+        problems.append(f"diffusers adapted {len(adapted)} layers, the file names {len(layers)}")
+    return {"layers": len(layers), "problems": problems, "keys": len(lora)}
+
+
 def main(comfy_dir: str, models: str, package_parent: str) -> dict:
     sys.path[:0] = [comfy_dir, package_parent]
     import torch
@@ -96,6 +139,8 @@ def main(comfy_dir: str, models: str, package_parent: str) -> dict:
                 with b.reference():
                     reference = b.velocity(x, sigma, cond)
                 lora = b.lora_state_dict()
+                b.lora_format = "diffusers"
+                lora_diffusers = b.lora_state_dict()
                 b.release()
         # the shared MODEL after training: no patched forward left, the same parameter objects and values
         out["forward_patches_left"] = [
@@ -110,6 +155,12 @@ def main(comfy_dir: str, models: str, package_parent: str) -> dict:
             merged_patcher, _ = comfy.sd.load_lora_for_models(model, None, lora, 1.0, 0.0)
             merged = ComfyBackend(merged_patcher, clip, vae, height=64, width=64, prompts=["a", "b"])
             merged_v = merged.velocity(x, sigma, cond)
+            as_diffusers, _ = comfy.sd.load_lora_for_models(model, None, lora_diffusers, 1.0, 0.0)
+            diffusers_v = ComfyBackend(
+                as_diffusers, clip, vae, height=64, width=64, prompts=["a", "b"]
+            ).velocity(x, sigma, cond)
+        out["diffusers_export_matches_policy"] = float((diffusers_v - policy).abs().max())
+        out["diffusers_layers"] = check_diffusers_layers(kind, lora_diffusers)
         out["reference_equals_base"] = bool(torch.equal(reference, base))
         out["export_matches_policy"] = float((merged_v - policy).abs().max())
         out["policy_differs"] = float((policy - base).abs().max())

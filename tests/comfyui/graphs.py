@@ -60,6 +60,7 @@ def train(
             "rho_every": 0,
             "rho_samples": 1,
             "reward_normalize_each": False,
+            "lora_format": "comfyui",
             "extra": "",
             **(options or {}),
         },

@@ -50,3 +50,13 @@ def test_reference_export_and_shared_model(checks, kind):
     assert c["params_same_objects"] and c["weights_unchanged"], (
         "the shared MODEL's weights are never modified"
     )
+
+
+@pytest.mark.parametrize("kind, layers", [("sd3", 15), ("flux", 13)])
+def test_diffusers_format_export(checks, kind, layers):
+    """transformer.<diffusers layer>.lora_A/B keys: ComfyUI applies them like the trained adapter, and
+    diffusers' own SD3/FLUX transformer loads them onto Linear layers of the same shapes."""
+    c = checks[kind]
+    assert c["diffusers_export_matches_policy"] < 1e-5
+    assert c["diffusers_layers"]["problems"] == []
+    assert c["diffusers_layers"]["layers"] == layers  # fused qkv / linear1 split into their projections

@@ -192,13 +192,14 @@ def test_probe_rescale_is_the_identity_for_a_reference_equal_to_the_model(comfy,
     assert not torch.equal(plain, rescaled), "rescaling ||v|| to ||v_ref|| changes the LoRA's samples"
 
 
-def test_train_flux_and_stock_loader_agree(comfy, loras, output_dir):
-    g = train("flux", "t_flux", iterations=1, method="grpo", cfg=2.0)
+def test_train_flux_in_diffusers_format_and_stock_loader_agree(comfy, loras, output_dir):
+    g = train("flux", "t_flux", iterations=1, method="grpo", cfg=2.0, options={"lora_format": "diffusers"})
     sample(g, "flux", ["train", 0], "t_flux_trained")
     outputs = comfy.run(g)
     keys, meta = lora_keys(loras / "t_flux.safetensors")
     assert meta["modelspec.architecture"] == "flux-1-dev/lora" and meta["normguard.method"] == "grpo"
-    assert any(".single_blocks.0.linear1." in k for k in keys)
+    assert meta["normguard.lora_format"] == "diffusers" and all(k.startswith("transformer.") for k in keys)
+    assert "transformer.single_transformer_blocks.0.proj_mlp.lora_B.weight" in keys  # FLUX's linear1, split
     g = loaders("flux")
     g["stock"] = {
         "class_type": "LoraLoaderModelOnly",

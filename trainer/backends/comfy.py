@@ -46,6 +46,7 @@ log = logging.getLogger("normguard")
 MMDIT_TARGETS = ("attn.qkv", "attn.proj", "attn2.qkv", "attn2.proj")  # SD3 / SD3.5 joint blocks
 FLUX_TARGETS = ("img_attn.qkv", "img_attn.proj", "txt_attn.qkv", "txt_attn.proj", "linear1", "linear2")
 CROSSATTN_KEYS = ("c_crossattn", "crossattn_controlnet")  # conds whose dim 1 counts text tokens
+LORA_FORMATS = ("comfyui", "diffusers")
 
 
 # --- checks ----------------------------------------------------------------------------------------
@@ -260,6 +261,7 @@ class ComfyBackend(FlowBackend):
         guidance: float | None = None,
         scheduler: str = "simple",
         gradient_checkpointing: bool = False,
+        lora_format: str = "comfyui",
     ):
         import comfy.model_management as mm
 
@@ -289,6 +291,11 @@ class ComfyBackend(FlowBackend):
         self.guidance = guidance
         self.scheduler = scheduler
         self.gradient_checkpointing = gradient_checkpointing
+        if lora_format not in LORA_FORMATS:
+            raise ValueError(f"lora_format must be one of {', '.join(LORA_FORMATS)}, got {lora_format!r}")
+        if lora_format == "diffusers":
+            diffusers_layer_names(self.model)  # refuses families without a diffusers layout, before training
+        self.lora_format = lora_format
         self.height, self.width = height, width
         self.switch = Switch()
         self._adapters: dict[str, LoraAdapter] = {}
@@ -518,12 +525,30 @@ class ComfyBackend(FlowBackend):
         return out
 
     def lora_state_dict(self) -> dict[str, torch.Tensor]:
-        """ComfyUI's own keys, `diffusion_model.<layer>.lora_down/lora_up.weight`, with up pre-multiplied
-        by alpha / rank and no .alpha key (so every loader uses the trained scale)."""
+        """lora_format "comfyui": ComfyUI's own keys, `diffusion_model.<layer>.lora_down/lora_up.weight`.
+        "diffusers" (SD3/SD3.5, FLUX.1): `transformer.<diffusers layer>.lora_A/lora_B.weight`; a fused
+        ComfyUI layer (qkv, FLUX's linear1) becomes one LoRA per diffusers projection sharing lora_A,
+        each lora_B the matching rows of up (exact). Either way up (B) is pre-multiplied by alpha / rank
+        and there is no .alpha key, so ComfyUI and diffusers both apply the trained scale."""
+        adapters = {
+            name: (
+                a.down.detach().float().cpu().contiguous(),
+                (a.up.detach().float() * a.scale).cpu().contiguous(),
+            )
+            for name, a in self._adapters.items()
+        }
+        if self.lora_format == "comfyui":
+            return {
+                key: tensor
+                for name, (down, up) in adapters.items()
+                for key, tensor in ((f"{name}.lora_down.weight", down), (f"{name}.lora_up.weight", up))
+            }
+        layers = diffusers_layer_names(self.model)
         out = {}
-        for name, adapter in self._adapters.items():
-            out[f"{name}.lora_down.weight"] = adapter.down.detach().float().cpu().contiguous()
-            out[f"{name}.lora_up.weight"] = (adapter.up.detach().float() * adapter.scale).cpu().contiguous()
+        for name, (down, up) in adapters.items():
+            for layer, rows in diffusers_parts(layers, f"{name}.weight", up.shape[0]):
+                out[f"transformer.{layer}.lora_A.weight"] = down.clone()
+                out[f"transformer.{layer}.lora_B.weight"] = up[rows].contiguous()
         return out
 
     def release(self) -> None:
@@ -536,9 +561,54 @@ class ComfyBackend(FlowBackend):
     def lora_metadata(self) -> dict[str, str]:
         return {
             "modelspec.architecture": f"{architecture(self.patcher)}/lora",
-            "modelspec.implementation": "comfyui",
-            "normguard.lora_format": "comfyui",
+            "modelspec.implementation": "diffusers" if self.lora_format == "diffusers" else "comfyui",
+            "normguard.lora_format": self.lora_format,
         }
+
+
+def diffusers_layer_names(model: Any) -> dict[str, list[tuple[str, tuple | None]]]:
+    """For every ComfyUI weight key of an SD3/FLUX.1 model, the diffusers layers that hold it:
+    [(diffusers layer, (dim, first row, rows) or None for the whole weight)] (ComfyUI's own map)."""
+    import comfy.model_base
+    import comfy.utils
+
+    converters = {
+        comfy.model_base.SD3: comfy.utils.mmdit_to_diffusers,
+        comfy.model_base.Flux: comfy.utils.flux_to_diffusers,
+    }
+    convert = converters.get(type(model))
+    if convert is None:
+        raise ValueError(
+            f"lora_format 'diffusers' exists for SD3/SD3.5 and FLUX.1 models, not {type(model).__name__}; use 'comfyui'"
+        )
+    names: dict[str, list[tuple[str, tuple | None]]] = {}
+    for key, target in convert(model.model_config.unet_config, output_prefix="diffusion_model.").items():
+        if not key.endswith(".weight"):
+            continue
+        if isinstance(target, str):
+            names.setdefault(target, []).append((key[: -len(".weight")], None))
+        elif len(target) == 2 and target[1] is not None:  # a slice; entries with a function are not exact
+            names.setdefault(target[0], []).append((key[: -len(".weight")], target[1]))
+    return names
+
+
+def diffusers_parts(names: dict[str, list], weight_key: str, rows: int) -> list[tuple[str, slice]]:
+    """The diffusers layers covering a ComfyUI weight and the output rows each takes: row slices when they
+    tile the weight exactly (to_q/to_k/to_v of a fused qkv), else the first whole-weight name."""
+    entries = names.get(weight_key, [])
+    sliced = sorted(((off[1], off[2], layer) for layer, off in entries if off is not None and off[0] == 0))
+    if (
+        sliced
+        and [s[0] for s in sliced] == [0, *[s[0] + s[1] for s in sliced[:-1]]]
+        and sum(s[1] for s in sliced) == rows
+    ):
+        return [(layer, slice(start, start + size)) for start, size, layer in sliced]
+    whole = [layer for layer, off in entries if off is None]
+    if whole:
+        return [(whole[0], slice(None))]
+    raise ValueError(
+        f"lora_format 'diffusers': {weight_key} has no diffusers name; use lora_format 'comfyui'"
+    )
 
 
 def architecture(patcher: Any) -> str:
