@@ -1,10 +1,38 @@
 """NormGuard: reward fine-tuning of flow-matching image models without velocity-norm inflation.
 
-As a library: `from normguard.trainer import ...`. As a ComfyUI custom node pack this folder is
-loaded by ComfyUI, which calls `comfy_entrypoint`; the nodes (and ComfyUI) are imported only then.
+As a library:
+
+    from normguard import TrainConfig, train, normguard_penalty
+    result = train(TrainConfig(model="builtin", rewards=["jpeg_incompressibility"], prompts=["a red circle"]))
+
+As a ComfyUI custom node pack this folder is loaded by ComfyUI, which calls `comfy_entrypoint`; the
+nodes (and ComfyUI) are imported only then. Public names load lazily, so importing the package is cheap.
 """
 
+from importlib import import_module
+
 __version__ = "0.1.0"
+
+_PUBLIC = {
+    "normguard_penalty": ".trainer.penalty",
+    "velocity_norms": ".trainer.penalty",
+    "TrainConfig": ".trainer.config",
+    "Trainer": ".trainer.loop",
+    "TrainResult": ".trainer.loop",
+    "train": ".trainer.loop",
+    "Callback": ".trainer.callbacks",
+    "RewardSpec": ".trainer.rewards",
+    "build_rewards": ".trainer.rewards",
+    "available_rewards": ".trainer.rewards",
+    "load_backend": ".trainer.backends",
+}
+__all__ = [*_PUBLIC, "comfy_entrypoint"]
+
+
+def __getattr__(name: str):
+    if name in _PUBLIC:
+        return getattr(import_module(_PUBLIC[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 async def comfy_entrypoint():

@@ -58,7 +58,7 @@ def main() -> None:
                     group_size=args.group_size,
                     sample_steps=args.sample_steps,
                     kl_weight=kl,
-                    rho_every=0,
+                    eval_every=0,
                     tensorboard=False,
                     cfg=2.0 if method == "grpo" else 1.0,
                     iterations=args.iterations,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 from diffusers_kit import (  # noqa: F401  (session fixtures: tiny diffusers pipelines)
@@ -14,6 +16,11 @@ from diffusers_kit import (  # noqa: F401  (session fixtures: tiny diffusers pip
 from normguard.trainer.backends.tinyflow import TinyFlowBackend
 from normguard.trainer.config import TrainConfig
 from normguard.trainer.models import TinyFlowConfig, TinyFlowModel
+
+# Tiny models: one thread is fastest, and oversubscribed OpenMP threads (pytest + subprocesses on a
+# 2-core machine) spin for milliseconds per matmul. Subprocesses inherit the variable.
+os.environ["OMP_NUM_THREADS"] = "1"
+torch.set_num_threads(1)
 
 VOCAB = ["red", "blue", "green", "circle", "square", "triangle", "left", "right"]
 PROMPTS = ["red circle left", "blue square right", "green triangle", "red square"]
@@ -58,8 +65,9 @@ def tiny_config(tiny_model_dir, tmp_path):
         micro_batch_size=4,
         lr=1e-3,
         out=str(tmp_path / "run"),
-        rho_every=2,
-        rho_samples=2,
+        eval_every=2,
+        eval_samples=2,
+        eval_quality="",
         tensorboard=False,
         checkpoint_every=1,
     )

@@ -40,7 +40,7 @@ def config_file(tmp_path, tiny_model_dir):
                 "group_size": 4,
                 "sample_steps": 4,
                 "train_timesteps": 2,
-                "rho_every": 0,
+                "eval_every": 0,
                 "tensorboard": False,
                 "device": "cpu",
             }
@@ -74,7 +74,7 @@ def test_train_with_config_and_flag_overrides(config_file, tmp_path):
     saved = yaml.safe_load((out / "config.yaml").read_text())
     assert saved["method"] == "dpo" and saved["normguard_weight"] == 0 and saved["iterations"] == 3
     assert saved["rewards"] == [
-        {"name": "jpeg_incompressibility", "weight": 0.5, "path": None, "device": None}
+        {"name": "jpeg_incompressibility", "weight": 0.5, "path": None, "device": None, "options": {}}
     ]
     assert saved["prompts_file"] == str(prompts)
     lora = out / "normguard_lora.safetensors"
@@ -120,3 +120,39 @@ def test_missing_config_file(tmp_path):
 def test_rewards_lists_the_builtin_rewards():
     r = run_cli("rewards")
     assert r.returncode == 0 and "jpeg_compressibility" in r.stdout
+
+
+def test_reward_paths_and_options_are_never_parsed_out_of_one_string(config_file):
+    r = run_cli(
+        "train",
+        "--config",
+        config_file,
+        "--reward",
+        "aesthetic=0.5",
+        "--reward-path",
+        "aesthetic",
+        "C:/models/clip,l:14",
+        "--reward-option",
+        "aesthetic",
+        "head",
+        "D:/heads/a,b.pth",
+        "--reward-option",
+        "aesthetic",
+        "batch_size",
+        "8",
+        "--monitor-reward",
+        "jpeg_compressibility",
+        "--print-config",
+    )
+    assert r.returncode == 0, r.stderr
+    cfg = yaml.safe_load(r.stdout)
+    assert cfg["rewards"] == [
+        {
+            "name": "aesthetic",
+            "weight": 0.5,
+            "path": "C:/models/clip,l:14",
+            "device": None,
+            "options": {"head": "D:/heads/a,b.pth", "batch_size": 8},
+        }
+    ]
+    assert cfg["monitor_rewards"][0]["name"] == "jpeg_compressibility"

@@ -42,7 +42,7 @@ def test_two_ranks_end_with_the_lora_of_one_process(tmp_path, tiny_model_dir):
                 "train_timesteps": 2,
                 "micro_batch_size": 2,
                 "lr": 1e-3,
-                "rho_every": 0,
+                "eval_every": 0,
                 "tensorboard": False,
                 "device": "cpu",
                 "checkpoint_every": 3,

@@ -35,7 +35,8 @@ def test_each_method_trains_a_lora(tiny_config, method):
     assert facts["method"] == method and facts["weight"] == 1.0 and facts["iterations"] == 2
     assert facts["reward"] == [{"name": "jpeg_incompressibility", "weight": 1.0}]
     rows = metrics(result.run_dir)
-    assert [r["iteration"] for r in rows] == [1, 2]
+    assert [r["iteration"] for r in rows] == [0, 1, 2]  # 0: the base model's evaluation
+    assert rows[0]["rho_mean"] == pytest.approx(1.0) and "eval_reward_few" in rows[0]
     for key in (
         "reward_mean",
         "reward_std",
@@ -70,7 +71,7 @@ class CountingBackend(TinyFlowBackend):
 def test_one_reference_pass_per_trained_batch_at_most(
     tiny_config, tiny_model_dir, method, weight, refs_per_pass
 ):
-    cfg = tiny_config.replace(method=method, normguard_weight=weight, iterations=1, rho_every=0)
+    cfg = tiny_config.replace(method=method, normguard_weight=weight, iterations=1, eval_every=0)
     backend = CountingBackend.from_pretrained(tiny_model_dir)
     CountingBackend.refs = CountingBackend.grads = 0
     train(cfg, backend=backend)
@@ -86,8 +87,8 @@ def test_resume_continues_exactly(tiny_config, tmp_path):
     resumed = train(base.replace(out=str(tmp_path / "b")))
     assert resumed.iterations == 4
     a, b = metrics(straight.run_dir), metrics(resumed.run_dir)
-    assert len(b) == 4  # appended, not rewritten
-    for ra, rb in zip(a, b, strict=True):
+    assert len(b) == 5  # appended, not rewritten (the base model's evaluation is not repeated)
+    for ra, rb in zip(a[1:], b[1:], strict=True):
         for k in ("reward_mean", "loss", "penalty", "grad_norm", "train_rho"):
             assert ra[k] == rb[k], (ra["iteration"], k)
     la, lb = load_file(straight.lora_path), load_file(resumed.lora_path)
@@ -110,7 +111,7 @@ def test_interrupted_run_keeps_its_lora_and_resumes(tiny_config, tmp_path):
     lora = Path(cfg.out) / "normguard_lora.safetensors"
     assert lora.is_file() and normguard_facts(read_lora_metadata(lora))["iterations"] == 3
     resumed = train(cfg)
-    assert resumed.iterations == 4 and [r["iteration"] for r in metrics(cfg.out)] == [1, 2, 3, 4]
+    assert resumed.iterations == 4 and [r["iteration"] for r in metrics(cfg.out)] == [0, 1, 2, 3, 4]
     straight = train(cfg.replace(out=str(tmp_path / "straight")))
     a, b = load_file(straight.lora_path), load_file(resumed.lora_path)
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -122,12 +123,12 @@ class NanReward:
 
 
 def test_non_finite_steps_are_skipped_then_training_stops_with_the_last_good_lora(tiny_config):
-    cfg = tiny_config.replace(iterations=10, max_nonfinite=3, rho_every=0)
+    cfg = tiny_config.replace(iterations=10, max_nonfinite=3, eval_every=0)
     result = train(cfg, rewards=RewardSet({"nan": NanReward()}, {"nan": 1.0}))
     assert result.status.startswith("stopped: 3 non-finite steps")
     assert result.iterations == 3
     rows = metrics(result.run_dir)
-    assert [r["skipped_step"] for r in rows] == [1, 1, 1]
+    assert [r["skipped_step"] for r in rows if r["iteration"]] == [1, 1, 1]
     lora = load_file(result.lora_path)
     assert all(torch.isfinite(v).all() for v in lora.values())
     assert all(v.abs().max() == 0 for k, v in lora.items() if "lora_B" in k)  # never stepped
@@ -178,3 +179,15 @@ def test_non_run_folder_is_not_used(tiny_config, tmp_path):
     (tmp_path / "mine" / "notes.txt").write_text("user data")
     with pytest.raises(RunDirError, match="is not a NormGuard run"):
         train(tiny_config.replace(out=str(tmp_path / "mine")))
+
+
+def test_metrics_reach_tensorboard(tiny_config):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    result = train(tiny_config.replace(tensorboard=True))
+    acc = EventAccumulator(str(Path(result.run_dir) / "tensorboard"))
+    acc.Reload()
+    tags = acc.Tags()["scalars"]
+    for tag in ("reward_mean", "penalty", "train_rho", "hinge_active", "rho_mean", "rho_step/00"):
+        assert tag in tags, tag
+    assert [e.step for e in acc.Scalars("reward_mean")] == [1, 2]

@@ -29,6 +29,9 @@ class Callback:
     def on_iteration_end(self, iteration: int, metrics: dict[str, Any]) -> None:
         """Called with the iteration's metrics (1-based iteration count)."""
 
+    def on_evaluation(self, evaluation: Any) -> None:
+        """A held-out evaluation (trainer.evaluation.Evaluation: iteration, metrics, grid, warnings)."""
+
     def on_checkpoint(self, iteration: int, lora_path: Path) -> None:
         """A checkpoint and the LoRA file were written."""
 
@@ -70,6 +73,12 @@ class MetricsWriter(Callback):
                         self.tb.add_scalar(f"rho_step/{step:02d}", r, iteration)
             self.tb.flush()
 
+    def on_evaluation(self, evaluation: Any) -> None:
+        if evaluation.iteration == 0:  # the base model's evaluation has no training metrics to join
+            self.on_iteration_end(0, evaluation.metrics)
+        if self.tb is not None:
+            self.tb.add_image("eval/grid", evaluation.grid, evaluation.iteration)
+
     def on_train_end(self, result: Any) -> None:
         if self.tb is not None:
             self.tb.close()
@@ -99,6 +108,10 @@ class TqdmProgress(Callback):
             rho=f"{metrics.get('train_rho', 1.0):.3f}",
             penalty=f"{metrics.get('penalty', 0.0):.3g}",
         )
+
+    def on_evaluation(self, evaluation: Any) -> None:
+        for w in evaluation.warnings:
+            self.bar.write(f"warning: {w}")
 
     def on_train_end(self, result: Any) -> None:
         if self.bar is not None:

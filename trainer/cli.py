@@ -18,8 +18,8 @@ from typing import Any
 from .config import TrainConfig
 
 # flags that are not spelled like their config key
-ALIASES = {"iterations": ["--steps"], "prompts_file": ["--prompts"]}
-SKIP = {"prompts", "rewards"}  # list-valued keys with their own flags
+ALIASES = {"iterations": ["--steps"], "prompts_file": ["--prompts"], "eval_prompts_file": ["--eval-prompts"]}
+SKIP = {"prompts", "rewards", "eval_prompts", "monitor_rewards"}  # list-valued keys with their own flags
 
 
 def _base_type(tp: Any) -> tuple[Any, bool]:
@@ -73,6 +73,21 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         help="weights on disk for a reward (repeatable)",
     )
+    t.add_argument(
+        "--reward-option",
+        action="append",
+        nargs=3,
+        metavar=("NAME", "KEY", "VALUE"),
+        default=[],
+        help="a reward-specific option, e.g. --reward-option aesthetic head /models/head.pth (repeatable)",
+    )
+    t.add_argument(
+        "--monitor-reward",
+        action="append",
+        metavar="NAME",
+        default=[],
+        help="a reward scored at evaluations but never trained on (repeatable)",
+    )
     t.add_argument("--new-run", action="store_true", help="start over in a new subfolder of --out")
     t.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
     add_config_flags(t)
@@ -90,18 +105,40 @@ def parse_reward(text: str) -> dict[str, Any]:
         raise ValueError(f"--reward {text!r}: the weight after '=' must be a number") from None
 
 
+def _scalar(text: str) -> int | float | str:
+    """A number where the text is one, else the text itself (paths stay strings)."""
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
 def resolve_config(args: argparse.Namespace) -> TrainConfig:
     raw = TrainConfig.from_yaml(args.config).to_dict() if args.config else {}
     raw.update({f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)})
     if args.reward:
         raw["rewards"] = [parse_reward(r) for r in args.reward]
-    rewards = [r if isinstance(r, dict) else {"name": r} for r in raw.get("rewards", [])]
+    if args.monitor_reward:
+        raw["monitor_rewards"] = [{"name": n} for n in args.monitor_reward]
+    specs = {
+        key: [r if isinstance(r, dict) else {"name": r} for r in raw.get(key, [])]
+        for key in ("rewards", "monitor_rewards")
+    }
     for name, path in args.reward_path:
-        match = [r for r in rewards if r["name"] == name]
+        match = [r for group in specs.values() for r in group if r["name"] == name]
         if not match:
             raise ValueError(f"--reward-path {name}: no reward named {name!r} (add --reward {name})")
-        match[0]["path"] = path
-    raw["rewards"] = rewards
+        for r in match:
+            r["path"] = path
+    for name, key, value in args.reward_option:
+        match = [r for group in specs.values() for r in group if r["name"] == name]
+        if not match:
+            raise ValueError(f"--reward-option {name}: no reward named {name!r} (add --reward {name})")
+        for r in match:
+            r.setdefault("options", {})[key] = _scalar(value)
+    raw |= specs
     return TrainConfig.from_dict(raw)
 
 
@@ -127,10 +164,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_rewards(args: argparse.Namespace) -> int:
-    from .rewards import REGISTRY
+    from .rewards import available_rewards
 
-    for name in sorted(REGISTRY):
-        print(name)
+    for r in available_rewards():
+        need = "needs --reward-path" if r["needs_path"] else "needs nothing on disk"
+        extra = f", pip extra [{r['extra']}]" if r.get("extra") else ""
+        print(f"{r['id']:24} {r['description']} ({need}{extra}; {r['cost']})")
     return 0
 
 

@@ -14,7 +14,18 @@ from .rewards import REGISTRY, RewardSpec
 METHODS = ("nft", "awm", "dpo", "grpo")
 
 # Keys that may change when a run is resumed (everything else must match the saved config).
-RESUMABLE_CHANGES = {"iterations", "checkpoint_every", "keep_checkpoints", "rho_every", "device", "out"}
+RESUMABLE_CHANGES = {
+    "iterations",
+    "checkpoint_every",
+    "keep_checkpoints",
+    "device",
+    "out",
+    "eval_every",
+    "warn_rho",
+    "warn_quality_drop",
+    "stop_on_warning",
+    "tensorboard",
+}
 
 
 def _help(text: str, **kw: Any) -> Any:
@@ -33,6 +44,13 @@ class TrainConfig:
     gradient_checkpointing: bool = _help(
         "recompute activations in backward: less memory, ~1.3x slower", default=False
     )
+    fp8_base: bool = _help(
+        "store the frozen base weights in float8 (about half the memory; ~1.1x slower)", default=False
+    )
+    offload_text_encoders: bool = _help(
+        "move text encoders to the CPU once the prompts are encoded", default=True
+    )
+    decode_batch_size: int = _help("images the VAE decodes at once (lower saves memory)", default=8)
     guidance: float | None = _help(
         "distilled guidance for guidance-distilled models (FLUX.1-dev)", default=None
     )
@@ -40,6 +58,9 @@ class TrainConfig:
     lora_alpha: float | None = _help("LoRA alpha (default: equal to the rank, i.e. scale 1)", default=None)
     lora_targets: list[str] | None = _help(
         "module names the LoRA adapts (default: attention projections)", default=None
+    )
+    init_lora: str | None = _help(
+        "start from this LoRA file (exported by normguard, same rank/targets)", default=None
     )
     lora_dtype: str = _help("precision of the saved LoRA file: fp32, bf16 or fp16", default="fp32")
     lora_name: str = _help("file name (without .safetensors) of the exported LoRA", default="normguard_lora")
@@ -97,16 +118,37 @@ class TrainConfig:
     seed: int = _help("seed of every random draw (rollout noise, prompts, timesteps)", default=0)
     checkpoint_every: int = _help("save a checkpoint and the LoRA every N iterations", default=10)
     keep_checkpoints: int = _help("how many recent checkpoints to keep", default=2)
-    rho_every: int = _help(
-        "measure per-sampler-step rho on fixed prompts every N iterations (0 = never)", default=10
-    )
-    rho_samples: int = _help("samples in the fixed rho evaluation set", default=4)
     max_nonfinite: int = _help("stop after this many non-finite steps in a row", default=3)
     tensorboard: bool = _help("also log metrics to TensorBoard", default=True)
+    # --- evaluation and early warnings ----------------------------------------------------------
+    eval_every: int = _help("evaluate on the fixed held-out set every N iterations (0 = never)", default=10)
+    eval_prompts: list[str] = _help(
+        "evaluation prompts (default: the training prompts)", default_factory=list
+    )
+    eval_prompts_file: str | None = _help("file of evaluation prompts, one per line", default=None)
+    eval_samples: int = _help("images per evaluation (fixed prompts and seeds)", default=4)
+    eval_few_steps: int = _help("also evaluate at this few-step count (0 = skip)", default=4)
+    eval_quality: str = _help(
+        "independent no-reference quality score logged at evaluations ('' = none)", default="brisque"
+    )
+    monitor_rewards: list[RewardSpec] = _help(
+        "rewards scored at evaluations but never trained on", default_factory=list
+    )
+    warn_rho: float = _help("warn when the evaluation's mean per-step rho exceeds this", default=1.10)
+    warn_quality_drop: float = _help(
+        "warn when the quality score falls this far below the base model's", default=10.0
+    )
+    stop_on_warning: bool = _help("stop training at the first warning (the best LoRA is kept)", default=False)
+    keep_best: str = _help(
+        "also keep the best LoRA: 'reward' (highest eval reward with quality within "
+        "warn_quality_drop of the base), 'quality', or 'none'",
+        default="reward",
+    )
 
     # ------------------------------------------------------------------------------------------
     def __post_init__(self) -> None:
         self.rewards = [_reward_spec(r) for r in self.rewards or []]
+        self.monitor_rewards = [_reward_spec(r) for r in self.monitor_rewards or []]
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> TrainConfig:
@@ -147,6 +189,16 @@ class TrainConfig:
         if not prompts:
             raise ValueError("no prompts: give `prompts` in the config or a non-empty --prompts FILE")
         return prompts
+
+    def load_eval_prompts(self, training: list[str]) -> list[str]:
+        """`eval_prompts` plus the lines of `eval_prompts_file`; the training prompts if both are empty."""
+        prompts = list(self.eval_prompts)
+        if self.eval_prompts_file:
+            path = Path(self.eval_prompts_file)
+            if not path.is_file():
+                raise FileNotFoundError(f"eval_prompts_file {path} does not exist")
+            prompts += read_prompt_lines(path.read_text(encoding="utf-8"))
+        return [p.strip() for p in prompts if p.strip()] or training
 
     def validate(self) -> None:
         """Reject impossible settings before any model is loaded, naming the key."""
@@ -201,9 +253,17 @@ class TrainConfig:
             f"lora_dtype must be fp32, bf16 or fp16, got {self.lora_dtype!r}",
         )
         need(self.cfg >= 1.0, f"cfg must be >= 1 (1 = no guidance), got {self.cfg}")
+        need(
+            self.keep_best in ("none", "reward", "quality"),
+            f"keep_best must be 'none', 'reward' or 'quality', got {self.keep_best!r}",
+        )
+        need(
+            self.eval_every >= 0 and self.eval_samples >= 1 and self.eval_few_steps >= 0,
+            "eval_every and eval_few_steps must be >= 0 and eval_samples >= 1",
+        )
         need(bool(self.rewards), "no reward: name at least one (--reward NAME or `rewards:` in the config)")
         need(self.checkpoint_every >= 1, f"checkpoint_every must be >= 1, got {self.checkpoint_every}")
-        for spec in self.rewards:
+        for spec in [*self.rewards, *self.monitor_rewards]:
             need(
                 spec.name in REGISTRY,
                 f"unknown reward {spec.name!r}; available: {', '.join(sorted(REGISTRY))}",

@@ -8,6 +8,7 @@ adapter's gradients are all-reduced by the prepared (DDP/FSDP) module.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Sequence
@@ -20,12 +21,13 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list
+from safetensors.torch import load_file
 
-from .advantages import combined_advantages
 from .backends import FlowBackend, cond_cat, load_backend
 from .callbacks import Callback, CallbackList, MetricsWriter
 from .checkpoint import RunDir
 from .config import TrainConfig
+from .evaluation import DriftMonitor, Evaluation, Evaluator, load_monitors, quality_key, save_png
 from .lora import build_metadata, save_lora
 from .methods import Method, RolloutData, batch_size, make_method, select
 from .old_policy import OldPolicy
@@ -33,8 +35,8 @@ from .penalty import norm_stats, normguard_penalty
 from .rewards import RewardSet, build_rewards
 from .rollout import guided_velocity, randn, sample
 
+log = logging.getLogger("normguard")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-RHO_STREAM = 2**31 - 1  # seed component of the fixed rho-evaluation noise
 
 
 @dataclass
@@ -101,6 +103,12 @@ class Trainer:
         )
         if not self.backend.named_trainable():
             self.backend.add_lora(cfg.lora_rank, cfg.lora_alpha, tuple(cfg.lora_targets or ()))
+            if cfg.init_lora:  # a checkpoint, when there is one, overrides this below
+                if not Path(cfg.init_lora).is_file():
+                    raise FileNotFoundError(f"init_lora {cfg.init_lora} does not exist")
+                self.backend.load_lora_state_dict(load_file(cfg.init_lora), f"init_lora {cfg.init_lora}")
+            if cfg.fp8_base:
+                self.backend.store_base_in_fp8()
         self.rewards = rewards or build_rewards(
             cfg.rewards, cfg.reward_device or self.device, cfg.reward_normalize_each
         )
@@ -123,6 +131,28 @@ class Trainer:
         self.latent_shape = self.backend.latent_shape(self.height, self.width)
         self.sigmas = self.backend.schedule(cfg.sample_steps, self.height, self.width)
         self._cond_cache: dict[str, Any] = {}
+        eval_prompts = cfg.load_eval_prompts(self.prompts)
+        self.encode([*self.prompts, *eval_prompts, ""])  # every prompt once; the encoders can then leave
+        if cfg.offload_text_encoders:
+            self.backend.offload_text_encoders()
+        self.evaluator, self.drift = None, DriftMonitor(cfg, None)
+        if cfg.eval_every and acc.is_main_process:  # evaluation runs on the main process only
+            monitors = load_monitors(cfg, self.device)
+            self.drift = DriftMonitor(cfg, quality_key(cfg, monitors))
+            self.evaluator = Evaluator(
+                cfg,
+                self.backend,
+                self.encode,
+                self.decode,
+                self.rewards,
+                monitors,
+                eval_prompts,
+                self.latent_shape,
+                self.height,
+                self.width,
+            )
+        if "drift" in self.state:
+            self.drift.load_state_dict(self.state["drift"])
         writers = [MetricsWriter(self.run_dir.root, cfg.tensorboard)] if acc.is_main_process else []
         self.callbacks = CallbackList([*writers, *callbacks] if acc.is_main_process else [])
 
@@ -141,6 +171,8 @@ class Trainer:
         )
         consistent = True  # the weights match state["iteration"] (false only while an update is applied)
         try:
+            if self.drift.base is None:
+                self.evaluate(0)  # the base model's numbers: what drift is measured against
             for it in range(state["iteration"], cfg.iterations):
                 t0 = time.perf_counter()
                 gen = generator(cfg.seed, it)
@@ -150,23 +182,26 @@ class Trainer:
                 metrics |= self.optimize(data, gen)
                 state["iteration"] = it + 1
                 consistent = True
-                if (
-                    self.acc.is_main_process
-                    and cfg.rho_every
-                    and ((it + 1) % cfg.rho_every == 0 or it + 1 == cfg.iterations)
-                ):
-                    metrics |= self.measure_rho()
                 metrics |= {"time_rollout": t1 - t0, "time_iteration": time.perf_counter() - t0}
+                stop = None
+                if cfg.eval_every and ((it + 1) % cfg.eval_every == 0 or it + 1 == cfg.iterations):
+                    ev = self.evaluate(it + 1)
+                    if ev is not None:
+                        metrics |= ev.metrics
+                        if ev.warnings and cfg.stop_on_warning:
+                            stop = ev.warnings[0]
+                    stop = self._agree(stop)
+                if state["nonfinite_streak"] >= cfg.max_nonfinite:
+                    stop = (
+                        f"{state['nonfinite_streak']} non-finite steps in a row; the LoRA holds the last "
+                        f"good weights (iteration {it + 1})"
+                    )
                 result.metrics, result.iterations = metrics, it + 1
                 self.callbacks("on_iteration_end", it + 1, metrics)
-                stop = state["nonfinite_streak"] >= cfg.max_nonfinite
                 if (it + 1) % cfg.checkpoint_every == 0 or it + 1 == cfg.iterations or stop:
                     result.lora_path = self.save()
                 if stop:
-                    result.status = (
-                        f"stopped: {state['nonfinite_streak']} non-finite steps in a row; the LoRA holds "
-                        f"the last good weights (iteration {it + 1})"
-                    )
+                    result.status = f"stopped: {stop}"
                     break
             if result.lora_path is None:
                 result.lora_path = self.save(checkpoint=False)
@@ -187,27 +222,26 @@ class Trainer:
         gens = [generator(cfg.seed, it, g, j) for g in self.local_groups for j in range(cfg.group_size)]
         cond = self.encode(prompts)
         uncond = self.encode([""] * len(prompts)) if (cfg.cfg > 1 or self.method.train_cfg > 1) else None
-        roll = sample(
-            b,
-            cond,
-            randn(self.latent_shape, gens, self.device),
-            self.sigmas,
-            uncond=uncond,
-            cfg=cfg.cfg,
-            sde_eta=self.method.sde_eta,
-            generators=gens,
-            on_step=lambda k, n: self.callbacks("on_sample_step", k, n),
-        )
-        with torch.no_grad():
-            images = b.decode(roll.latents)
+        # DiffusionNFT collects data with its old policy v_old; the other methods are on-policy
+        with self.old.swapped_in() if self.old is not None else nullcontext():
+            roll = sample(
+                b,
+                cond,
+                randn(self.latent_shape, gens, self.device),
+                self.sigmas,
+                uncond=uncond,
+                cfg=cfg.cfg,
+                sde_eta=self.method.sde_eta,
+                generators=gens,
+                on_step=lambda k, n: self.callbacks("on_sample_step", k, n),
+            )
+        images = self.decode(roll.latents)
         t = time.perf_counter()
         parts = self.rewards.score(images, prompts)
-        total = sum(self.rewards.weights[k] * v for k, v in parts.items())
-        adv = combined_advantages(
+        total = self.rewards.total(parts)
+        adv = self.rewards.advantages(
             parts,
-            self.rewards.weights,
             cfg.group_size,
-            normalize_each=self.rewards.normalize_each,
             std=cfg.adv_std,
             batch_std=lambda r: self.acc.gather(r.to(self.device)).float().std().cpu(),
         )
@@ -336,32 +370,52 @@ class Trainer:
                 self._cond_cache[p] = {k: v[i : i + 1] for k, v in enc.items()}
         return cond_cat([self._cond_cache[p] for p in prompts])
 
-    def measure_rho(self) -> dict[str, Any]:
-        """Per-sampler-step rho on a fixed set (same prompts and noise every time): costs a
-        reference pass per step, so it runs every `rho_every` iterations, not on every rollout."""
-        n = self.cfg.rho_samples
-        prompts = [self.prompts[i % len(self.prompts)] for i in range(n)]
-        noise = randn(
-            self.latent_shape, [generator(self.cfg.seed, RHO_STREAM, i) for i in range(n)], self.device
-        )
-        uncond = self.encode([""] * n) if self.cfg.cfg > 1 else None
-        roll = sample(
-            self.backend,
-            self.encode(prompts),
-            noise,
-            self.sigmas,
-            uncond=uncond,
-            cfg=self.cfg.cfg,
-            record_norms=True,
-        )
-        rho = roll.rho.tolist()
-        return {"rho_mean": float(np.mean(rho)), "rho_per_step": rho}
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """VAE decoding in chunks of decode_batch_size (its activations dominate peak memory)."""
+        return torch.cat([self.backend.decode(c) for c in latents.split(self.cfg.decode_batch_size)])
+
+    def evaluate(self, iteration: int) -> Evaluation | None:
+        """Held-out evaluation (main process): grid, metrics, drift warnings, best LoRA."""
+        if self.evaluator is None:
+            return None
+        ev = self.evaluator(iteration)
+        ev.warnings = self.drift.check(ev)
+        for w in ev.warnings:
+            log.warning(w)
+        save_png(ev.grid, self.run_dir.root / "evals" / f"iter-{iteration:06d}.png")
+        if self.drift.is_best(ev):
+            self.save_lora(f"{self.cfg.lora_name}_best", {"best_iteration": iteration})
+        self.state["drift"] = self.drift.state_dict()
+        self.callbacks("on_evaluation", ev)
+        return ev
+
+    def _agree(self, stop: str | None) -> str | None:
+        """The main process's stop decision, shared so that every process stops together."""
+        box = [stop]
+        if self.acc.num_processes > 1:
+            broadcast_object_list(box)
+        return box[0]
 
     def save(self, checkpoint: bool = True) -> Path | None:
         """Export the LoRA (and a checkpoint) from the main process; returns the LoRA's path."""
         if not self.acc.is_main_process:
             return None
-        cfg, it = self.cfg, self.state["iteration"]
+        path = self.save_lora(self.cfg.lora_name)
+        if checkpoint:
+            tensors = {"adapter": {k: p.detach() for k, p in self.named.items()}}
+            if self.old is not None:
+                tensors["old_policy"] = self.old.shadow
+            it = self.state["iteration"]
+            self.run_dir.save_checkpoint(
+                it, tensors, self.optimizer.state_dict(), dict(self.state), self.cfg.keep_checkpoints
+            )
+            self.callbacks("on_checkpoint", it, path)
+        return path
+
+    def save_lora(self, name: str, extra: dict[str, Any] | None = None) -> Path:
+        """The adapter as a LoRA file with the run's facts in its metadata."""
+        cfg = self.cfg
         facts = {
             "method": cfg.method,
             "weight": cfg.normguard_weight,
@@ -370,29 +424,18 @@ class Trainer:
             "margin": cfg.normguard_margin,
             "reduction": cfg.normguard_reduction,
             "reward": [{"name": r.name, "weight": r.weight} for r in cfg.rewards],
-            "iterations": it,
+            "iterations": self.state["iteration"],
             "sample_steps": cfg.sample_steps,
             "cfg": cfg.cfg,
-            "base_model": cfg.model,
             "lora_rank": cfg.lora_rank,
-            "lora_alpha": self.backend.lora_alpha if hasattr(self.backend, "lora_alpha") else cfg.lora_alpha,
+            "lora_alpha": getattr(self.backend, "lora_alpha", cfg.lora_alpha),
             "seed": cfg.seed,
+            **({"init_lora": Path(cfg.init_lora).name} if cfg.init_lora else {}),
+            **(extra or {}),
         }
-        meta = build_metadata(
-            self.backend.lora_metadata(), facts, title=cfg.lora_name, resolution=f"{self.width}x{self.height}"
-        )
-        path = save_lora(
-            self.run_dir.lora_path(cfg.lora_name), self.backend.lora_state_dict(), meta, cfg.lora_dtype
-        )
-        if checkpoint:
-            tensors = {"adapter": {k: p.detach() for k, p in self.named.items()}}
-            if self.old is not None:
-                tensors["old_policy"] = self.old.shadow
-            self.run_dir.save_checkpoint(
-                it, tensors, self.optimizer.state_dict(), dict(self.state), cfg.keep_checkpoints
-            )
-            self.callbacks("on_checkpoint", it, path)
-        return path
+        base = {"normguard.base_model": Path(cfg.model).name, **self.backend.lora_metadata()}  # no user paths
+        meta = build_metadata(base, facts, title=name, resolution=f"{self.width}x{self.height}")
+        return save_lora(self.run_dir.lora_path(name), self.backend.lora_state_dict(), meta, cfg.lora_dtype)
 
     def _restore(self, path: Path) -> None:
         tensors, optimizer, state = RunDir.load_checkpoint(path)

@@ -24,8 +24,8 @@ def build_metadata(
         "modelspec.sai_model_spec": "1.0.0",
         "modelspec.title": title,
         "modelspec.date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        **({"modelspec.resolution": resolution} if resolution else {}),
         **base,
+        **({"modelspec.resolution": resolution} if resolution else {}),
     }
     for k, v in facts.items():
         meta[f"normguard.{k}"] = v if isinstance(v, str) else json.dumps(v)

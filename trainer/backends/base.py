@@ -113,6 +113,18 @@ class FlowBackend(ABC):
     def add_lora(self, rank: int, alpha: float | None = None, targets=(), init: str = "default") -> None:
         """Attach a fresh trainable LoRA adapter (targets: module names; empty = the backend's default)."""
 
+    def store_base_in_fp8(self) -> None:
+        """Keep the frozen base weights in float8 (computed in self.dtype): about half the memory."""
+        raise NotImplementedError(f"the {self.name} backend cannot store its base weights in fp8")
+
+    def offload_text_encoders(self) -> None:
+        """Move text encoders off the accelerator once the prompts are encoded (embeddings are cached)."""
+        return None
+
+    @abstractmethod
+    def load_lora_state_dict(self, tensors: dict[str, torch.Tensor], source: str = "the LoRA") -> None:
+        """Set the adapter from tensors in the export format (continue from a saved LoRA)."""
+
     def lora_metadata(self) -> dict[str, str]:
         """Facts about the base model for the LoRA file's metadata (modelspec.*)."""
         return {}

@@ -386,8 +386,43 @@ class DiffusersBackend(PeftLoraBackend):
     def encode_prompts(self, prompts: list[str]) -> Cond:
         if isinstance(prompts, str) or not all(isinstance(p, str) for p in prompts):
             raise TypeError(f"prompts must be a list of strings, got {prompts!r}")
-        cond = self.family.encode_prompts(list(prompts), self.device)
+        offloaded = self._text_encoders_offloaded
+        if offloaded:  # a prompt not seen before: bring the encoders back for it
+            self._move_text_encoders(self.device)
+        try:
+            cond = self.family.encode_prompts(list(prompts), self.device)
+        finally:
+            if offloaded:
+                self._move_text_encoders("cpu")
         return {k: v.to(self.device, self.dtype) for k, v in cond.items()}
+
+    _text_encoders_offloaded = False
+
+    def _move_text_encoders(self, device: torch.device | str) -> None:
+        for name, component in self.pipe.components.items():
+            if name.startswith("text_encoder") and isinstance(component, nn.Module):
+                component.to(device)
+
+    def offload_text_encoders(self) -> None:
+        """Text encoders to the CPU: FLUX's T5-XXL alone holds about 9.5 GB in bf16."""
+        if self.device.type != "cpu":
+            self._move_text_encoders("cpu")
+            self._text_encoders_offloaded = True
+
+    def store_base_in_fp8(self) -> None:
+        """diffusers' layerwise casting: float8 storage, self.dtype compute. Called after add_lora, so the
+        adapter (excluded by name) stays in full precision and keeps training."""
+        from diffusers.hooks.layerwise_casting import DEFAULT_SKIP_MODULES_PATTERN
+
+        self.pipe.transformer.enable_layerwise_casting(
+            storage_dtype=torch.float8_e4m3fn,
+            compute_dtype=self.dtype,
+            skip_modules_pattern=(*DEFAULT_SKIP_MODULES_PATTERN, "lora_A", "lora_B"),
+        )
+
+    def default_size(self) -> tuple[int, int]:
+        side = self.family.native_resolution
+        return (side, side)
 
     def latent_shape(self, height: int, width: int) -> tuple[int, ...]:
         factor = self.pipe.vae_scale_factor

@@ -6,7 +6,9 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import torch
+import torch.nn.functional as F
 from peft import LoraConfig, inject_adapter_in_model
+from peft.tuners.lora import Linear as LoraLinear
 from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
 
@@ -78,8 +80,42 @@ class PeftLoraBackend(FlowBackend):
             for layer in layers:
                 layer.enable_adapters(True)
 
+    @contextmanager
+    def sampling(self) -> Iterator[None]:
+        """Fuse each LoRA into its layer's weight on the fly: W + s B A is formed per call, so a
+        rollout step runs one matmul per layer instead of three, at base-model speed, and the base
+        weights are never modified (no merge/unmerge drift, nothing to restore)."""
+        layers = [m for m in self._lora_layers() if _fusable(m)]
+        for layer in layers:
+            layer.forward = _fused_forward(layer)  # the instance attribute shadows LoraLinear.forward
+        try:
+            yield
+        finally:
+            for layer in layers:
+                del layer.forward
+
     def named_trainable(self) -> dict[str, nn.Parameter]:
         return self._trainable
+
+    def load_lora_state_dict(self, tensors: dict[str, torch.Tensor], source: str = "the LoRA") -> None:
+        """Start the adapter from an exported LoRA (the inverse of lora_state_dict)."""
+        scale = self.lora_alpha / self.lora_rank
+        missing = [self.lora_prefix + k for k in self._trainable if self.lora_prefix + k not in tensors]
+        if missing:
+            raise ValueError(
+                f"{source} does not fit this model's adapter: {len(missing)} of {len(self._trainable)} "
+                f"keys are missing (e.g. {missing[0]}); was it trained on this model with the same "
+                "lora_targets?"
+            )
+        with torch.no_grad():
+            for name, p in self._trainable.items():
+                t = tensors[self.lora_prefix + name]
+                if t.shape != p.shape:
+                    raise ValueError(
+                        f"{source}: {name} has shape {tuple(t.shape)}, the adapter {tuple(p.shape)} "
+                        f"(lora_rank {self.lora_rank}); set lora_rank to the file's rank"
+                    )
+                p.copy_(t.float() / scale if ".lora_B." in name else t.float())
 
     def lora_state_dict(self) -> dict[str, torch.Tensor]:
         """prefix + module path + .lora_A/.lora_B.weight, with lora_B pre-multiplied by alpha / r.
@@ -93,3 +129,30 @@ class PeftLoraBackend(FlowBackend):
             t = p.detach().float().cpu()
             out[self.lora_prefix + name] = (t * scale if ".lora_B." in name else t).contiguous()
         return out
+
+
+def _fusable(layer: nn.Module) -> bool:
+    """Plain LoRA on a plain Linear whose weight is used as stored (no casting hooks, e.g. fp8 storage)."""
+    if not isinstance(layer, LoraLinear) or ADAPTER not in layer.lora_A or layer.lora_variant:
+        return False
+    base = layer.base_layer
+    return (
+        type(base) is nn.Linear
+        and base.weight.dtype in (torch.float32, torch.bfloat16, torch.float16)
+        and not base._forward_pre_hooks
+        and not base._forward_hooks
+        and not hasattr(base, "_diffusers_hook")
+    )
+
+
+def _fused_forward(layer: LoraLinear):
+    base, a, b = layer.base_layer, layer.lora_A[ADAPTER].weight, layer.lora_B[ADAPTER].weight
+    scale = layer.scaling[ADAPTER]
+
+    def forward(x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        if layer.disable_adapters:
+            return base(x)
+        w = torch.addmm(base.weight, b.to(base.weight.dtype), a.to(base.weight.dtype), alpha=scale)
+        return F.linear(x, w, base.bias)
+
+    return forward

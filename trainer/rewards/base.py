@@ -1,17 +1,20 @@
-"""The reward protocol, the registry of rewards by id, and weighted sets of rewards."""
+"""The reward protocol, the registry of rewards by id, a cache of loaded rewards, and weighted sets."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 import torch
 
+from ..advantages import StdMode, combined_advantages
+
 
 @runtime_checkable
 class Reward(Protocol):
-    """images [B, 3, H, W] float in [0, 1] (any device) + prompts -> one float32 score per image."""
+    """images [B, 3, H, W] float in [0, 1] (any device) + prompts -> one float32 score per image (CPU)."""
 
     def __call__(
         self, images: torch.Tensor, prompts: list[str], metadata: list[dict[str, Any]] | None = None
@@ -20,39 +23,99 @@ class Reward(Protocol):
 
 @dataclass
 class RewardSpec:
-    """One reward as the user names it: id, weight in the sum, weights on disk, device."""
+    """One reward as the user names it: id, weight in the sum, weights on disk, device, and settings
+    only that reward understands (e.g. {"processor": folder} for PickScore, {"head": file} for the
+    aesthetic MLP, {"arch": "ViT-H-14"} for HPS, {"dtype": "float16", "batch_size": 8})."""
 
     name: str
     weight: float = 1.0
     path: str | None = None
     device: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RewardInfo:
+    """What a user must know to pick a reward: does it need weights on disk, what it pays for,
+    what it costs, and which optional extra (pip install normguard[extra]) it needs."""
+
+    id: str
+    needs_path: bool
+    description: str
+    cost: str
+    extra: str | None = None
 
 
 RewardFactory = Callable[[RewardSpec, torch.device], Reward]
 REGISTRY: dict[str, RewardFactory] = {}
+INFO: dict[str, RewardInfo] = {}
+_CACHE: dict[tuple[str, str | None, str, str], Reward] = {}
 
 
-def register(name: str) -> Callable[[RewardFactory], RewardFactory]:
+def register(
+    name: str,
+    *,
+    needs_path: bool = False,
+    description: str = "",
+    cost: str = "",
+    extra: str | None = None,
+) -> Callable[[RewardFactory], RewardFactory]:
+    """Decorator: make a factory (spec, device) -> Reward loadable by its id."""
+
     def deco(factory: RewardFactory) -> RewardFactory:
         REGISTRY[name] = factory
+        INFO[name] = RewardInfo(name, needs_path, description, cost, extra)
         return factory
 
     return deco
 
 
+def available_rewards() -> list[dict[str, Any]]:
+    """Every registered reward as {id, needs_path, description, cost, extra}, sorted by id."""
+    return [vars(INFO[k]).copy() for k in sorted(INFO)]
+
+
+def _cache_key(spec: RewardSpec, device: torch.device) -> tuple[str, str | None, str, str]:
+    try:
+        options = json.dumps(spec.options, sort_keys=True)
+    except TypeError as err:
+        raise ValueError(
+            f"reward {spec.name!r}: options must be plain JSON values, got {spec.options!r}"
+        ) from err
+    return (spec.name, spec.path, str(device), options)
+
+
 def load_reward(spec: RewardSpec, device: torch.device | str = "cpu") -> Reward:
+    """Build a reward on spec.device (if set) or `device`. The same id, path, device and options
+    give back the same loaded object, so re-running a ComfyUI node or a new iteration does not
+    load the weights again (clear_reward_cache frees them)."""
     if spec.name not in REGISTRY:
         raise ValueError(f"unknown reward {spec.name!r}; available: {', '.join(sorted(REGISTRY))}")
-    return REGISTRY[spec.name](spec, torch.device(spec.device or device))
+    if INFO[spec.name].needs_path and not spec.path:
+        raise ValueError(f"reward {spec.name!r} needs weights on disk: give their folder or file as its path")
+    dev = torch.device(spec.device or device)
+    key = _cache_key(spec, dev)
+    if key not in _CACHE:
+        _CACHE[key] = REGISTRY[spec.name](spec, dev)
+    return _CACHE[key]
+
+
+def clear_reward_cache() -> None:
+    """Forget every loaded reward (their models are freed once nothing else holds them)."""
+    _CACHE.clear()
 
 
 class RewardSet:
     """Several rewards with weights. Calling it gives the weighted sum (the Reward protocol);
-    `score` gives each reward's own scores, which the trainer turns into advantages."""
+    `score` gives each reward's own scores and `advantages` turns them into group advantages,
+    normalising each reward first when normalize_each is set."""
 
     def __init__(self, rewards: dict[str, Reward], weights: dict[str, float], normalize_each: bool = False):
         if not rewards:
             raise ValueError("at least one reward is needed")
+        missing = set(rewards) - set(weights)
+        if missing:
+            raise ValueError(f"no weight given for reward(s) {sorted(missing)}")
         self.rewards, self.weights, self.normalize_each = rewards, weights, normalize_each
 
     @torch.no_grad()
@@ -64,8 +127,24 @@ class RewardSet:
     def __call__(
         self, images: torch.Tensor, prompts: list[str], metadata: list[dict[str, Any]] | None = None
     ) -> torch.Tensor:
-        parts = self.score(images, prompts, metadata)
-        return sum(self.weights[k] * v for k, v in parts.items())
+        return self.total(self.score(images, prompts, metadata))
+
+    def total(self, scores: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """The weighted sum of per-reward scores (as returned by `score`)."""
+        return sum(self.weights[k] * v.float() for k, v in scores.items())
+
+    def advantages(
+        self,
+        scores: Mapping[str, torch.Tensor],
+        group_size: int,
+        *,
+        std: StdMode = "group",
+        batch_std: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """Group advantages of the weighted sum of `scores` (as returned by `score`)."""
+        return combined_advantages(
+            scores, self.weights, group_size, normalize_each=self.normalize_each, std=std, batch_std=batch_std
+        )
 
 
 def build_rewards(

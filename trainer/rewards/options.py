@@ -1,0 +1,36 @@
+"""Reading a RewardSpec's reward-specific options, refusing names the reward does not know."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from .base import RewardSpec
+
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def check_options(spec: RewardSpec, allowed: set[str]) -> dict[str, Any]:
+    """spec.options, after making sure a typo cannot silently fall back to a default."""
+    unknown = set(spec.options) - allowed
+    if unknown:
+        raise ValueError(
+            f"reward {spec.name!r} has no option(s) {sorted(unknown)}; "
+            f"it takes: {', '.join(sorted(allowed)) or 'none'}"
+        )
+    return spec.options
+
+
+def dtype_option(spec: RewardSpec) -> torch.dtype:
+    name = spec.options.get("dtype", "float32")
+    if name not in _DTYPES:
+        raise ValueError(f"reward {spec.name!r}: dtype {name!r} is not one of {', '.join(_DTYPES)}")
+    return _DTYPES[name]
+
+
+def batch_size_option(spec: RewardSpec, default: int) -> int:
+    size = spec.options.get("batch_size", default)
+    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+        raise ValueError(f"reward {spec.name!r}: batch_size must be a positive integer, got {size!r}")
+    return size
