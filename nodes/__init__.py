@@ -13,8 +13,11 @@ frontend with `api.addEventListener(name, e => e.detail)`):
   and "phase":
     start:      {iterations, start_iteration, method}
     iteration:  {iteration, iterations, metrics: {reward_mean, reward_std, loss, penalty, train_rho,
-                 v_norm, v_ref_norm, grad_norm, time_*, and every rho_every iterations rho_mean and
-                 rho_per_step: [...]}}  (one per finished iteration; non-finite numbers are null)
+                 v_norm, v_ref_norm, grad_norm, time_*, and after an evaluation its metrics too:
+                 eval_reward, rho_mean, rho_per_step: [...], ...}}  (one per finished iteration;
+                 non-finite numbers are null)
+    evaluation: {iteration, metrics, warnings: [...]}  (every eval_every iterations and at 0 for
+                 the base model: held-out samples, rho per sampler step, drift warnings)
     checkpoint: {iteration}
     end:        {status ("finished", "interrupted", "stopped: ..."), iteration, lora (file name in
                  the loras folder)}

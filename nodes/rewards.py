@@ -9,7 +9,6 @@ are looked up in that listing, so they cannot point anywhere else.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 from pathlib import Path
@@ -62,18 +61,8 @@ def resolve_entry(name: str) -> str:
     )
 
 
-def reward_catalog() -> list[dict[str, Any]]:
-    """Every registered reward: id, needs_path, description."""
-    if hasattr(reward_lib, "available_rewards"):
-        return reward_lib.available_rewards()
-    return [{"id": k, "needs_path": False, "description": ""} for k in sorted(reward_lib.REGISTRY)]
-
-
 def node_id(reward_id: str) -> str:
     return "NormGuardReward" + "".join(part.capitalize() for part in reward_id.split("_"))
-
-
-SPEC_HAS_OPTIONS = "options" in {f.name for f in dataclasses.fields(reward_lib.RewardSpec)}
 
 
 def parse_options(text: str, reward_id: str) -> dict[str, Any]:
@@ -101,6 +90,12 @@ def make_reward_node(info: dict[str, Any]) -> type[io.ComfyNode]:
     """A node class for one registered reward."""
     rid, needs_path = info["id"], bool(info.get("needs_path"))
     description = info.get("description") or rid.replace("_", " ")
+    if info.get("cost"):
+        description += f". Cost: {info['cost']}"
+    if info.get("extra"):
+        description += (
+            f". Needs the optional packages of NormGuard's '{info['extra']}' extra (pyproject.toml)"
+        )
 
     def define_schema(cls) -> io.Schema:
         inputs = [
@@ -112,16 +107,11 @@ def make_reward_node(info: dict[str, Any]) -> type[io.ComfyNode]:
             inputs.append(
                 io.Combo.Input("path", options=reward_entries(), tooltip=f"Its weights, in models/{FOLDER}.")
             )
-        if SPEC_HAS_OPTIONS:
-            inputs.append(
-                io.String.Input(
-                    "options",
-                    multiline=True,
-                    default="",
-                    optional=True,
-                    tooltip="Reward settings (JSON object).",
-                )
+        inputs.append(
+            io.String.Input(
+                "options", multiline=True, default="", optional=True, tooltip="Reward settings (JSON object)."
             )
+        )
         return io.Schema(
             node_id=node_id(rid),
             display_name=f"NormGuard Reward: {rid}",
@@ -135,8 +125,7 @@ def make_reward_node(info: dict[str, Any]) -> type[io.ComfyNode]:
         kwargs: dict[str, Any] = {"name": rid, "weight": float(weight)}
         if needs_path:
             kwargs["path"] = resolve_entry(path)
-        if SPEC_HAS_OPTIONS:
-            kwargs["options"] = parse_options(options or "", rid)
+        kwargs["options"] = parse_options(options or "", rid)
         return io.NodeOutput([reward_lib.RewardSpec(**kwargs)])
 
     return type(
@@ -228,7 +217,7 @@ class NormGuardScoreImages(io.ComfyNode):
         rewards = reward_lib.build_rewards(list(reward), mm.get_torch_device())
         with torch.no_grad():
             parts = rewards.score(batch, texts)
-        total = sum(rewards.weights[k] * v for k, v in parts.items())
+        total = rewards.total(parts)
         scores = [float(v) for v in total]
         lines = [f"mean {sum(scores) / len(scores):.4g}"] + [
             f"image {i}: {s:.4g}" for i, s in enumerate(scores)
@@ -250,7 +239,7 @@ class NormGuardScoreImages(io.ComfyNode):
 def reward_nodes() -> list[type[io.ComfyNode]]:
     register_folder()
     return [
-        *(make_reward_node(info) for info in reward_catalog()),
+        *(make_reward_node(info) for info in reward_lib.available_rewards()),
         NormGuardRewardCombine,
         NormGuardScoreImages,
     ]

@@ -44,9 +44,12 @@ NODE_KEYS = {
     "lr", "seed",
 }  # fmt: skip
 BACKEND_KEYS = ("lora_format",)  # options for the ComfyUI backend, not TrainConfig keys
+# keys naming files: from a workflow only through inputs that list ComfyUI's folders
+FILE_KEYS = {"prompts_file", "eval_prompts_file", "init_lora", "monitor_rewards"}
 DEFAULTS = {
     f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING
 }
+OPTION_KEYS = {f.name for f in dataclasses.fields(TrainConfig)} - NODE_KEYS
 
 
 def clean_lora_name(name: str) -> str:
@@ -122,6 +125,16 @@ class ComfyProgress(Callback):
         self.pbar.update_absolute(min(self.done, self.total), self.total)
         self._event("iteration", iteration=iteration, iterations=self.iterations, metrics=metrics)
         self._interrupt()
+
+    def on_evaluation(self, evaluation: Any) -> None:
+        self._event(
+            "evaluation",
+            iteration=evaluation.iteration,
+            metrics=evaluation.metrics,
+            warnings=evaluation.warnings,
+        )
+        if evaluation.warnings:
+            show_text(self.node, "\n".join(evaluation.warnings))
 
     def on_checkpoint(self, iteration: int, lora_path: Path) -> None:
         self._event("checkpoint", iteration=iteration)
@@ -226,6 +239,8 @@ class NormGuardTrainLoRA(io.ComfyNode):
         device = mm.get_torch_device()
         options = dict(options or {})
         lora_format = options.pop("lora_format", "comfyui")
+        if options.get("init_lora"):
+            options["init_lora"] = folder_paths.get_full_path_or_raise("loras", options["init_lora"])
         config = build_config(
             options,
             model=f"comfyui:{architecture(model)}:{model_fingerprint(model)}",
@@ -307,6 +322,8 @@ def summarize(result: Any, lora_file: str, patched: int) -> str:
 class NormGuardTrainOptions(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
+        import folder_paths
+
         d = DEFAULTS
         return io.Schema(
             node_id="NormGuardTrainOptions",
@@ -335,6 +352,18 @@ class NormGuardTrainOptions(io.ComfyNode):
                 io.String.Input(
                     "lora_targets", default="", tooltip="Comma-separated layer names; empty = attention."
                 ),
+                io.Combo.Input(
+                    "init_lora",
+                    options=["none", *folder_paths.get_filename_list("loras")],
+                    default="none",
+                    tooltip="Continue from this LoRA (same model, rank and targets).",
+                ),
+                io.Combo.Input(
+                    "lora_format",
+                    options=list(LORA_FORMATS),
+                    default="comfyui",
+                    tooltip="Keys of the saved file: ComfyUI's (any model) or diffusers' (SD3/SD3.5, FLUX.1).",
+                ),
                 io.Float.Input(
                     "guidance",
                     default=0.0,
@@ -345,14 +374,22 @@ class NormGuardTrainOptions(io.ComfyNode):
                 ),
                 io.Boolean.Input("gradient_checkpointing", default=True),
                 io.Int.Input("checkpoint_every", default=d["checkpoint_every"], min=1, max=100000),
-                io.Int.Input("rho_every", default=d["rho_every"], min=0, max=100000, tooltip="0 = never."),
-                io.Int.Input("rho_samples", default=d["rho_samples"], min=1, max=256),
+                io.Int.Input(
+                    "eval_every",
+                    default=d["eval_every"],
+                    min=0,
+                    max=100000,
+                    tooltip="Held-out evaluation; 0 = never.",
+                ),
+                io.Int.Input("eval_samples", default=d["eval_samples"], min=1, max=256),
+                io.Int.Input(
+                    "eval_few_steps", default=d["eval_few_steps"], min=0, max=200, tooltip="0 = skip."
+                ),
+                io.Float.Input("warn_rho", default=d["warn_rho"], min=1.0, max=10.0, step=0.01),
+                io.Boolean.Input("stop_on_warning", default=d["stop_on_warning"]),
                 io.Boolean.Input("reward_normalize_each", default=d["reward_normalize_each"]),
-                io.Combo.Input(
-                    "lora_format",
-                    options=list(LORA_FORMATS),
-                    default="comfyui",
-                    tooltip="Keys of the saved file: ComfyUI's (any model) or diffusers' (SD3/SD3.5, FLUX.1).",
+                RewardType.Input(
+                    "monitor", optional=True, tooltip="Rewards scored at evaluations, never trained on."
                 ),
                 io.String.Input(
                     "extra",
@@ -367,8 +404,9 @@ class NormGuardTrainOptions(io.ComfyNode):
 
     @classmethod
     def execute(
-        cls, extra="", lora_targets="", lora_alpha=0.0, guidance=0.0, options=None, **values
-    ) -> io.NodeOutput:
+        cls, extra="", lora_targets="", lora_alpha=0.0, guidance=0.0, init_lora="none", monitor=None, options=None,
+        **values,
+    ) -> io.NodeOutput:  # fmt: skip
         out = dict(options or {})
         out.update(values)
         out["lora_alpha"] = lora_alpha or None
@@ -376,6 +414,10 @@ class NormGuardTrainOptions(io.ComfyNode):
         out["lora_targets"] = [
             t.strip() for t in lora_targets.replace("\n", ",").split(",") if t.strip()
         ] or None
+        if init_lora != "none":
+            out["init_lora"] = init_lora  # a name in the loras folder, resolved by the trainer node
+        if monitor:
+            out["monitor_rewards"] = [dataclasses.asdict(spec) for spec in monitor]
         if extra.strip():
             try:
                 parsed = yaml.safe_load(extra)  # data only: safe_load builds no objects
@@ -383,8 +425,14 @@ class NormGuardTrainOptions(io.ComfyNode):
                 raise ValueError(f"NormGuardTrainOptions: extra is not valid YAML: {e}") from e
             if not isinstance(parsed, dict):
                 raise ValueError("NormGuardTrainOptions: extra must be a YAML mapping of TrainConfig keys")
+            files = sorted(set(parsed) & FILE_KEYS)
+            if files:
+                raise ValueError(
+                    f"NormGuardTrainOptions: extra cannot set {files}; files come only from ComfyUI's folders "
+                    "(init_lora and monitor have their own inputs)"
+                )
             out.update(parsed)
-        unknown = sorted(set(out) - set(DEFAULTS) - set(BACKEND_KEYS))
+        unknown = sorted(set(out) - OPTION_KEYS - set(BACKEND_KEYS) - NODE_KEYS)
         if unknown:
             raise ValueError(f"NormGuardTrainOptions: unknown keys {unknown}")
         clash = sorted(set(out) & NODE_KEYS)

@@ -149,6 +149,14 @@ def main(comfy_dir: str, models: str, package_parent: str) -> dict:
         params_after = dict(model.model.diffusion_model.named_parameters())
         out["params_same_objects"] = all(params_after[n] is p for n, p in params_before.items())
         out["weights_unchanged"] = sum(float(p.double().sum()) for p in params_after.values()) == sums_before
+        with torch.inference_mode(False), torch.no_grad():  # continuing from either file: the same adapter
+            again = ComfyBackend(model, clip, vae, height=64, width=64, prompts=["a", "b"])
+            again.add_lora(4)
+            again.load_lora_state_dict(lora)
+            out["reload_comfyui"] = float((again.velocity(x, sigma, cond) - policy).abs().max())
+            again.load_lora_state_dict(lora_diffusers)
+            out["reload_diffusers"] = float((again.velocity(x, sigma, cond) - policy).abs().max())
+            again.release()
         with torch.no_grad():
             plain = ComfyBackend(model, clip, vae, height=64, width=64, prompts=["a", "b"])
             base = plain.velocity(x, sigma, cond)

@@ -41,7 +41,11 @@ class Comfy:
             raise GraphError(f"POST {path} -> HTTP {e.code}: {e.read().decode()[:3000]}") from e
 
     def queue(self, graph: dict[str, Any]) -> str:
-        return self.post("/prompt", {"prompt": graph, "client_id": self.client_id})["prompt_id"]
+        """Queue a graph; refuse it when any node failed validation (ComfyUI would run the rest)."""
+        reply = self.post("/prompt", {"prompt": graph, "client_id": self.client_id})
+        if reply.get("node_errors"):
+            raise GraphError(f"nodes failed validation: {json.dumps(reply['node_errors'])[:3000]}")
+        return reply["prompt_id"]
 
     def wait(self, prompt_id: str, timeout: float = 300) -> dict[str, Any]:
         """The prompt's history entry once it has completed (successfully or not)."""

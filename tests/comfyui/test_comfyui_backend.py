@@ -60,3 +60,10 @@ def test_diffusers_format_export(checks, kind, layers):
     assert c["diffusers_export_matches_policy"] < 1e-5
     assert c["diffusers_layers"]["problems"] == []
     assert c["diffusers_layers"]["layers"] == layers  # fused qkv / linear1 split into their projections
+
+
+@pytest.mark.parametrize("kind", ["sd3", "flux"])
+def test_continuing_from_an_exported_lora(checks, kind):
+    """load_lora_state_dict (init_lora) inverts the export, in both key formats."""
+    assert checks[kind]["reload_comfyui"] < 1e-5
+    assert checks[kind]["reload_diffusers"] < 1e-5

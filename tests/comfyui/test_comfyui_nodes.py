@@ -23,6 +23,12 @@ NODE_IDS = [
     "NormGuardScoreImages",
     "NormGuardRewardJpegCompressibility",
     "NormGuardRewardJpegIncompressibility",
+    "NormGuardRewardClipScore",
+    "NormGuardRewardPickscore",
+    "NormGuardRewardAesthetic",
+    "NormGuardRewardHps",
+    "NormGuardRewardOcr",
+    "NormGuardRewardBrisque",
     "VelocityNormProbe",
     "VelocityNormGraph",
     "NormGuardLoraLoader",
@@ -59,7 +65,7 @@ def trained_sd3(server, loras, output_dir):
     from .client import Comfy
 
     comfy = Comfy(server)
-    g = train("sd3", "t_sd3")
+    g = train("sd3", "t_sd3", options={"eval_every": 2})  # evaluates the base model and iteration 2
     sample(g, "sd3", ["train", 0], "t_sd3_trained")
     outputs = comfy.run(g)
     return "t_sd3.safetensors", outputs
@@ -72,10 +78,10 @@ def test_trained_lora_loads_in_both_loaders_like_the_trainer_output(comfy, train
     assert meta["normguard.method"] == "nft" and json.loads(meta["normguard.iterations"]) == 2
     assert meta["modelspec.architecture"] == "stable-diffusion-3/lora"
     run = output_dir / "normguard" / "t_sd3"
-    assert [json.loads(line)["iteration"] for line in (run / "metrics.jsonl").read_text().splitlines()] == [
-        1,
-        2,
-    ]
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in rows] == [0, 1, 2]  # 0: the base model's evaluation
+    assert len(rows[-1]["rho_per_step"]) == 2 and rows[0]["rho_mean"] == pytest.approx(1.0)
+    assert (run / "evals" / "iter-000002.png").is_file() and (run / "t_sd3_best.safetensors").is_file()
     assert (run / "checkpoints").is_dir() and (run / "t_sd3.safetensors").is_file()
     assert "finished: 2 iterations" in outputs["train"]["text"][0]
 
@@ -302,3 +308,35 @@ def test_training_on_fp8_weights(comfy, loras):
         assert all(
             f.get_tensor(k).dtype == torch.float32 and torch.isfinite(f.get_tensor(k)).all() for k in keys
         )
+
+
+def test_continue_from_a_lora_of_the_loras_folder(comfy, trained_sd3, loras):
+    g = train("sd3", "t_init", iterations=1, options={"init_lora": trained_sd3[0]})
+    outputs = comfy.run(g)
+    assert "finished: 1 iterations" in outputs["train"]["text"][0]
+    assert lora_keys(loras / "t_init.safetensors")[1]["normguard.init_lora"] == trained_sd3[0]
+    g = train("sd3", "t_init_rank", iterations=1, lora_rank=8, options={"init_lora": trained_sd3[0]})
+    with pytest.raises(GraphError, match="set lora_rank to the file's rank"):
+        comfy.run(g)
+    g = train("sd3", "t_init_bad", iterations=1, options={"extra": "init_lora: /etc/passwd"})
+    with pytest.raises(GraphError, match="files come only from ComfyUI's folders"):
+        comfy.run(g)
+
+
+def test_weight_rewards_pick_entries_of_the_rewards_folder(comfy, base_dir):
+    (base_dir / "models" / "rewards" / "my_clip").mkdir(parents=True, exist_ok=True)
+    info = comfy.get("/object_info/NormGuardRewardPickscore")["NormGuardRewardPickscore"]
+    assert "my_clip" in info["input"]["required"]["path"][1]["options"]
+    g = loaders("sd3")
+    sample(g, "sd3", ["unet", 0], "t_rwd")
+    g["decode"] = {"class_type": "VAEDecode", "inputs": {"samples": ["ks", 0], "vae": ["vae", 0]}}
+    g["r"] = {"class_type": "NormGuardRewardPickscore", "inputs": {"weight": 1.0, "path": "../../etc"}}
+    g["s"] = {
+        "class_type": "NormGuardScoreImages",
+        "inputs": {"images": ["decode", 0], "reward": ["r", 0], "prompts": ""},
+    }
+    with pytest.raises(GraphError, match="value_not_in_list"):
+        comfy.run(g)
+    g["r"]["inputs"] = {"weight": 1.0, "path": "my_clip", "options": '{"processor": "/etc/passwd"}'}
+    with pytest.raises(GraphError, match="give files by their name in models/rewards"):
+        comfy.run(g)

@@ -551,6 +551,41 @@ class ComfyBackend(FlowBackend):
                 out[f"transformer.{layer}.lora_B.weight"] = up[rows].contiguous()
         return out
 
+    def load_lora_state_dict(self, tensors: dict[str, torch.Tensor], source: str = "the LoRA") -> None:
+        """Start the adapter from a LoRA file in either export format (the inverse of lora_state_dict).
+        ComfyUI-format files may carry .alpha keys (e.g. from TrainLoraNode): their scale is honoured."""
+        layers = (
+            diffusers_layer_names(self.model) if any(k.startswith("transformer.") for k in tensors) else None
+        )
+        pairs, missing = {}, []
+        for name, adapter in self._adapters.items():
+            pair = _read_pair(tensors, name, adapter.up.shape[0], layers, source)
+            if pair is None:
+                missing.append(name)
+            else:
+                pairs[name] = pair
+        if missing:
+            raise ValueError(
+                f"{source} does not fit this model's adapter: {len(missing)} of {len(self._adapters)} layers are "
+                f"missing (e.g. {missing[0]}); was it trained on this model with the same lora_targets?"
+            )
+        with torch.no_grad():
+            for name, (down, up) in pairs.items():
+                adapter = self._adapters[name]
+                if down.shape != adapter.down.shape or up.shape != adapter.up.shape:
+                    raise ValueError(
+                        f"{source}: {name} has rank {down.shape[0]}, the adapter {adapter.down.shape[0]} (or the "
+                        "layer sizes differ); set lora_rank to the file's rank and use the model it was trained on"
+                    )
+                adapter.down.copy_(down)
+                adapter.up.copy_(up / adapter.scale)
+
+    def store_base_in_fp8(self) -> None:
+        raise ValueError(
+            "fp8_base: in ComfyUI the loader decides the weight storage; load the model with UNETLoader's "
+            "weight_dtype fp8_e4m3fn (training computes in the model's compute dtype)"
+        )
+
     def release(self) -> None:
         """Take the adapters out of the shared module now. ComfyUI ejects them when it loads another
         clone, but once this patcher is garbage collected its loaded-model entry passes to the parent
@@ -609,6 +644,27 @@ def diffusers_parts(names: dict[str, list], weight_key: str, rows: int) -> list[
     raise ValueError(
         f"lora_format 'diffusers': {weight_key} has no diffusers name; use lora_format 'comfyui'"
     )
+
+
+def _read_pair(
+    tensors: dict[str, torch.Tensor], name: str, rows: int, layers: dict | None, source: str
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(down, effective up) of one adapted layer from a LoRA file, or None when the file lacks it."""
+    if layers is None:  # ComfyUI keys
+        down, up = tensors.get(f"{name}.lora_down.weight"), tensors.get(f"{name}.lora_up.weight")
+        if down is None or up is None:
+            return None
+        alpha = tensors.get(f"{name}.alpha")
+        return down.float(), up.float() * (float(alpha) / down.shape[0] if alpha is not None else 1.0)
+    keys = [f"transformer.{layer}.lora_" for layer, _ in diffusers_parts(layers, f"{name}.weight", rows)]
+    if any(f"{k}A.weight" not in tensors or f"{k}B.weight" not in tensors for k in keys):
+        return None
+    downs = [tensors[f"{k}A.weight"].float() for k in keys]
+    if any(not torch.equal(d, downs[0]) for d in downs[1:]):
+        raise ValueError(
+            f"{source}: the diffusers layers of {name} have different lora_A, so they are not one LoRA"
+        )
+    return downs[0], torch.cat([tensors[f"{k}B.weight"].float() for k in keys])
 
 
 def architecture(patcher: Any) -> str:
