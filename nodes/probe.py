@@ -54,9 +54,13 @@ class VelocityProbe:
         else:
             kwargs["callback"] = callback
         self.log.start_run()
+        if self.reference is not None:  # loaded beside the model as an additional model; in use for this run
+            self.reference.pre_run()
         try:
             return executor(*args, **kwargs)
         finally:
+            if self.reference is not None:
+                self.reference.cleanup()
             self.log.finish_run()
             send_event(EVENT, self.log.series())
 

@@ -109,12 +109,11 @@ class EventStream:
         return json.loads(payload) if opcode == 1 else None
 
     def collect(self, into: list[dict[str, Any]]) -> None:
-        """Append every JSON message to `into` until the stream is closed (run it in a thread)."""
+        """Append every message to `into` until the stream is closed (run it in a thread); binary
+        frames (previews) appear as {"type": "binary"}."""
         try:
             while True:
-                msg = self.message()
-                if msg is not None:
-                    into.append(msg)
+                into.append(self.message() or {"type": "binary"})
         except (OSError, ValueError):
             return
 

@@ -67,6 +67,8 @@ def trained_sd3(server, loras, output_dir):
     comfy = Comfy(server)
     g = train("sd3", "t_sd3", options={"eval_every": 2})  # evaluates the base model and iteration 2
     sample(g, "sd3", ["train", 0], "t_sd3_trained")
+    g["show_name"] = {"class_type": "PreviewAny", "inputs": {"source": ["train", 1]}}
+    g["show_log"] = {"class_type": "PreviewAny", "inputs": {"source": ["train", 2]}}
     outputs = comfy.run(g)
     return "t_sd3.safetensors", outputs
 
@@ -84,6 +86,12 @@ def test_trained_lora_loads_in_both_loaders_like_the_trainer_output(comfy, train
     assert (run / "evals" / "iter-000002.png").is_file() and (run / "t_sd3_best.safetensors").is_file()
     assert (run / "checkpoints").is_dir() and (run / "t_sd3.safetensors").is_file()
     assert "finished: 2 iterations" in outputs["train"]["text"][0]
+    assert outputs["show_name"]["text"][0] == name  # the node's outputs: the file name and the log
+    assert [json.loads(line)["iteration"] for line in outputs["show_log"]["text"][0].splitlines()] == [
+        0,
+        1,
+        2,
+    ]
 
     g = loaders("sd3")
     g["stock"] = {
@@ -172,6 +180,27 @@ def test_probe_records_one_value_per_step_heun_cfg3_batch2(comfy, server, traine
     assert again["step"] == [0, 1, 2, 3] and again["norm"] != same["norm"]
 
 
+def test_probe_with_a_reference_of_its_own_weights(comfy, output_dir):
+    """A reference loaded separately (here the same file stored in fp8) is loaded beside the model."""
+    g = loaders("sd3")
+    g["unet8"] = {
+        "class_type": "UNETLoader",
+        "inputs": {"unet_name": "tiny_sd3.safetensors", "weight_dtype": "fp8_e4m3fn"},
+    }
+    g["p"] = {
+        "class_type": "VelocityNormProbe",
+        "inputs": {"model": ["unet", 0], "reference": ["unet8", 0], "rescale": False, "label": "fp32 vs fp8"},
+    }
+    sample(g, "sd3", ["p", 0], "p_sep", sampler="heun", cfg=3.0, batch=2, steps=3)
+    sample(g, "sd3", ["unet", 0], "p_sep_plain", node="ks_plain", sampler="heun", cfg=3.0, batch=2, steps=3)
+    g["graph"] = {"class_type": "VelocityNormGraph", "inputs": {"samples": ["ks", 0], "probe_log": ["p", 1]}}
+    out = comfy.run(g)
+    log = out["graph"]["normguard_probe"][0]
+    assert log["step"] == [0, 1, 2]
+    assert all(r != 1.0 and abs(r - 1) < 0.2 for r in log["ratio"]), log["ratio"]  # fp8 rounding only
+    assert torch.equal(latent(output_dir, out, "ks_save"), latent(output_dir, out, "ks_plain_save"))
+
+
 def test_probe_rescale_is_the_identity_for_a_reference_equal_to_the_model(comfy, trained_sd3, output_dir):
     name, _ = trained_sd3
     g = loaders("sd3")
@@ -248,6 +277,9 @@ def test_cancel_keeps_the_lora_and_queueing_again_resumes(comfy, server, loras, 
     iteration = next(e for e in train_events if e["phase"] == "iteration")
     assert iteration["node"] == "train" and isinstance(iteration["metrics"]["reward_mean"], float)
     assert any(e["phase"] == "end" and e["status"] == "interrupted" for e in train_events)
+    progress = [m["data"] for m in seen if m.get("type") == "progress" and m["data"].get("node") == "train"]
+    assert progress and progress[-1]["value"] == progress[-1]["max"], "the progress bar reaches its end"
+    assert any(m.get("type") == "binary" for m in seen), "rollout previews reach the client"
 
 
 def test_non_flow_models_and_foreign_loras_are_refused(comfy, trained_sd3):
