@@ -1,8 +1,12 @@
 """The NormGuard ComfyUI node pack (V3 API, category "NormGuard").
 
-Nodes (ids are public API): NormGuardTrainLoRA, NormGuardTrainOptions, NormGuardReward<Id> (one per
-registered reward, e.g. NormGuardRewardJpegCompressibility), NormGuardRewardCombine,
-NormGuardScoreImages, VelocityNormProbe, VelocityNormGraph, NormGuardLoraLoader.
+Nodes (ids are public API): NormGuardTrainLoRA, NormGuardTrainOptions, NormGuardRewardCombine,
+NormGuardScoreImages, VelocityNormProbe, VelocityNormGraph, NormGuardLoraLoader, and one
+NormGuardReward<CamelCaseId> per registered reward: NormGuardRewardJpegCompressibility,
+NormGuardRewardJpegIncompressibility, NormGuardRewardClipScore, NormGuardRewardPickscore,
+NormGuardRewardAesthetic, NormGuardRewardHps, NormGuardRewardOcr, NormGuardRewardBrisque.
+Weight-based rewards pick a file or folder of ComfyUI's models/rewards folder (registered with
+folder_paths; extra_model_paths.yaml may add locations under the key "rewards").
 Socket types: NORMGUARD_REWARD (list of RewardSpec), NORMGUARD_OPTIONS (dict of TrainConfig keys),
 NORMGUARD_PROBE_LOG (nodes.probe_log.ProbeLog).
 

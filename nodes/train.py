@@ -93,7 +93,7 @@ class ComfyProgress(Callback):
 
         comfy.model_management.throw_exception_if_processing_interrupted()
 
-    def _event(self, phase: str, **data: Any) -> None:
+    def event(self, phase: str, **data: Any) -> None:
         send_event(EVENT, json_safe({"node": self.node, "phase": phase, **data}))
 
     def on_train_start(self, info: dict[str, Any]) -> None:
@@ -103,9 +103,7 @@ class ComfyProgress(Callback):
         self.total = max(1, (self.iterations - self.start) * (self.steps + 1))
         self.pbar = comfy.utils.ProgressBar(self.total, node_id=self.node)
         self.pbar.update_absolute(0, self.total)
-        self._event(
-            "start", iterations=self.iterations, start_iteration=self.start, method=info.get("method")
-        )
+        self.event("start", iterations=self.iterations, start_iteration=self.start, method=info.get("method"))
         self._interrupt()
 
     def on_sample_step(self, step: int, total: int) -> None:
@@ -123,11 +121,11 @@ class ComfyProgress(Callback):
     def on_iteration_end(self, iteration: int, metrics: dict[str, Any]) -> None:
         self.done = (iteration - self.start) * (self.steps + 1)
         self.pbar.update_absolute(min(self.done, self.total), self.total)
-        self._event("iteration", iteration=iteration, iterations=self.iterations, metrics=metrics)
+        self.event("iteration", iteration=iteration, iterations=self.iterations, metrics=metrics)
         self._interrupt()
 
     def on_evaluation(self, evaluation: Any) -> None:
-        self._event(
+        self.event(
             "evaluation",
             iteration=evaluation.iteration,
             metrics=evaluation.metrics,
@@ -137,7 +135,7 @@ class ComfyProgress(Callback):
             show_text(self.node, "\n".join(evaluation.warnings))
 
     def on_checkpoint(self, iteration: int, lora_path: Path) -> None:
-        self._event("checkpoint", iteration=iteration)
+        self.event("checkpoint", iteration=iteration)
 
 
 def find_run_dir(base: Path, cfg: TrainConfig) -> tuple[Path, bool]:
@@ -285,29 +283,30 @@ class NormGuardTrainLoRA(io.ComfyNode):
                     config, backend=backend, rewards=rewards, callbacks=[progress], new_run=new_run
                 )
                 result = trainer.run()
-            except (
-                BaseException
-            ):  # Cancel (InterruptProcessingException) or an error: keep the last good LoRA
-                if trainer is not None:
-                    saved = trainer.run_dir.lora_path(name)
-                    if saved.is_file():
-                        done = trainer.state["iteration"]
-                        kept = publish_lora(saved, name, trainer.run_dir.root / EXPORT_RECORD, done)
-                        progress._event("end", status="interrupted", iteration=done, lora=kept)
-                        show_text(
-                            node, f"stopped at iteration {done}; LoRA kept as {kept}. Queue again to resume."
-                        )
+            except BaseException:  # Cancel (InterruptProcessingException) or an error
+                keep_last_lora(trainer, name, progress)
                 raise
             finally:
                 if backend is not None:
                     backend.release()
         lora_file = publish_lora(result.lora_path, name, result.run_dir / EXPORT_RECORD, result.iterations)
         trained, patched = apply_lora_file(model, folder_paths.get_full_path_or_raise("loras", lora_file))
-        history = (result.run_dir / "metrics.jsonl").read_text(encoding="utf-8") if result.iterations else ""
+        metrics = result.run_dir / "metrics.jsonl"
+        history = metrics.read_text(encoding="utf-8") if metrics.is_file() else ""
         summary = summarize(result, lora_file, patched)
-        progress._event("end", status=result.status, iteration=result.iterations, lora=lora_file)
+        progress.event("end", status=result.status, iteration=result.iterations, lora=lora_file)
         show_text(node, summary)
         return io.NodeOutput(trained, lora_file, history, ui={"text": [summary]})
+
+
+def keep_last_lora(trainer: Trainer | None, name: str, progress: ComfyProgress) -> None:
+    """After a cancel or an error: publish the last good LoRA the loop saved, and say so."""
+    if trainer is None or not trainer.run_dir.lora_path(name).is_file():
+        return
+    done = trainer.state["iteration"]
+    kept = publish_lora(trainer.run_dir.lora_path(name), name, trainer.run_dir.root / EXPORT_RECORD, done)
+    progress.event("end", status="interrupted", iteration=done, lora=kept)
+    show_text(progress.node, f"stopped at iteration {done}; LoRA kept as {kept}. Queue again to resume.")
 
 
 def summarize(result: Any, lora_file: str, patched: int) -> str:
