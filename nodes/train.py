@@ -1,0 +1,440 @@
+"""NormGuardTrainLoRA: RL fine-tuning of the loaded MODEL (the core's Trainer on a ComfyBackend), and
+NormGuardTrainOptions, which carries the less common TrainConfig settings to it.
+
+Run folders live in output/normguard/<lora_name>/ (or a run-NNN subfolder when that name already
+holds a run with other settings): an identical graph queued again resumes its run, e.g. after Cancel.
+The finished (or cancelled) LoRA is copied into the first loras folder under a free name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from comfy_api.latest import io
+
+from ..trainer.backends.comfy import (
+    LORA_FORMATS,
+    ComfyBackend,
+    architecture,
+    check_flow_model,
+    model_fingerprint,
+)
+from ..trainer.callbacks import Callback
+from ..trainer.checkpoint import CONFIG_FILE, config_differences
+from ..trainer.config import METHODS, TrainConfig, read_prompt_lines
+from ..trainer.loop import Trainer
+from ..trainer.rewards import build_rewards
+from .lora import apply_lora_file, publish_lora
+from .messages import send_event, show_text
+from .types import OptionsType, RewardType
+
+EVENT = "normguard.train"
+RUNS_SUBDIR = "normguard"
+EXPORT_RECORD = "comfyui_export.json"
+# TrainConfig keys the trainer node sets itself (options cannot override them)
+NODE_KEYS = {
+    "model", "device", "precision", "out", "prompts", "prompts_file", "rewards", "lora_name", "method",
+    "normguard_weight", "iterations", "group_size", "sample_steps", "cfg", "width", "height", "lora_rank",
+    "lr", "seed",
+}  # fmt: skip
+BACKEND_KEYS = ("lora_format",)  # options for the ComfyUI backend, not TrainConfig keys
+# keys naming files: from a workflow only through inputs that list ComfyUI's folders
+FILE_KEYS = {"prompts_file", "eval_prompts_file", "init_lora", "monitor_rewards"}
+DEFAULTS = {
+    f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING
+}
+OPTION_KEYS = {f.name for f in dataclasses.fields(TrainConfig)} - NODE_KEYS
+
+
+def clean_lora_name(name: str) -> str:
+    """A plain file name (no folders, no '..'); '.safetensors' may be typed or not."""
+    name = name.strip()
+    if name.lower().endswith(".safetensors"):
+        name = name[: -len(".safetensors")]
+    if not name or any(c in name for c in '/\\:*?"<>|') or name in (".", "..") or name.startswith("."):
+        raise ValueError(f"lora_name must be a plain file name (letters, digits, - and _), got {name!r}")
+    return name
+
+
+def json_safe(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    return value
+
+
+def preview_grid(images: torch.Tensor, count: int = 4) -> Any:
+    """The first `count` rollout images side by side, as a PIL image."""
+    from PIL import Image
+
+    row = torch.cat(list(images[:count].float().clamp(0, 1)), dim=2)  # [3, H, count * W]
+    return Image.fromarray((row.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
+
+
+class ComfyProgress(Callback):
+    """ComfyUI's progress bar (sampler steps + one unit per optimizer step) with a preview of the
+    latest rollout, Cancel, and per-iteration metrics events for the frontend."""
+
+    def __init__(self, node: str | None, sample_steps: int):
+        self.node, self.steps = node, sample_steps
+        self.done, self.total, self.start, self.pbar = 0, 1, 0, None
+
+    def _interrupt(self) -> None:
+        import comfy.model_management
+
+        comfy.model_management.throw_exception_if_processing_interrupted()
+
+    def event(self, phase: str, **data: Any) -> None:
+        send_event(EVENT, json_safe({"node": self.node, "phase": phase, **data}))
+
+    def on_train_start(self, info: dict[str, Any]) -> None:
+        import comfy.utils
+
+        self.start, self.iterations = info["start_iteration"], info["iterations"]
+        self.total = max(1, (self.iterations - self.start) * (self.steps + 1))
+        self.pbar = comfy.utils.ProgressBar(self.total, node_id=self.node)
+        self.pbar.update_absolute(0, self.total)
+        self.event("start", iterations=self.iterations, start_iteration=self.start, method=info.get("method"))
+        self._interrupt()
+
+    def on_sample_step(self, step: int, total: int) -> None:
+        self.done += 1
+        self.pbar.update_absolute(min(self.done, self.total), self.total)
+        self._interrupt()
+
+    def on_rollout(
+        self, iteration: int, images: torch.Tensor, prompts: list[str], rewards: torch.Tensor
+    ) -> None:
+        self.pbar.update_absolute(
+            min(self.done, self.total), self.total, preview=("JPEG", preview_grid(images), 512)
+        )
+
+    def on_iteration_end(self, iteration: int, metrics: dict[str, Any]) -> None:
+        self.done = (iteration - self.start) * (self.steps + 1)
+        self.pbar.update_absolute(min(self.done, self.total), self.total)
+        self.event("iteration", iteration=iteration, iterations=self.iterations, metrics=metrics)
+        self._interrupt()
+
+    def on_evaluation(self, evaluation: Any) -> None:
+        self.event(
+            "evaluation",
+            iteration=evaluation.iteration,
+            metrics=evaluation.metrics,
+            warnings=evaluation.warnings,
+        )
+        if evaluation.warnings:
+            show_text(self.node, "\n".join(evaluation.warnings))
+
+    def on_checkpoint(self, iteration: int, lora_path: Path) -> None:
+        self.event("checkpoint", iteration=iteration)
+
+
+def find_run_dir(base: Path, cfg: TrainConfig) -> tuple[Path, bool]:
+    """(run folder, new_run): the run under `base` whose saved config matches, else a fresh one."""
+    candidates = [base, *sorted(base.glob("run-*"))] if base.is_dir() else []
+    for folder in candidates:
+        saved = folder / CONFIG_FILE
+        if saved.is_file():
+            if not config_differences(yaml.safe_load(saved.read_text(encoding="utf-8")) or {}, cfg.to_dict()):
+                return folder, False
+    if not base.exists() or not any(base.iterdir()):
+        return base, False
+    return base, True  # Trainer(new_run=True) creates base/run-NNN
+
+
+def build_config(options: dict[str, Any] | None, **node: Any) -> TrainConfig:
+    """The node's inputs plus the options node's overrides, validated."""
+    options = dict(options or {})
+    clash = sorted(set(options) & NODE_KEYS)
+    if clash:
+        raise ValueError(f"NormGuardTrainOptions cannot set {clash}: they are inputs of the trainer node")
+    settings = {"gradient_checkpointing": True, "tensorboard": False, **options, **node}
+    try:
+        cfg = TrainConfig.from_dict(settings)
+        cfg.validate()
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"NormGuardTrainLoRA: {e}") from e
+    return cfg
+
+
+class NormGuardTrainLoRA(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="NormGuardTrainLoRA",
+            display_name="NormGuard Train LoRA (RL)",
+            category="NormGuard",
+            description=(
+                "Reward fine-tuning (NFT, AWM, DPO, GRPO) of the loaded flow model (SD3/SD3.5, FLUX.1, ...) with "
+                "the NormGuard velocity-norm penalty. Saves the LoRA into the loras folder; queue the same graph "
+                "again to resume a cancelled run."
+            ),
+            inputs=[
+                io.Model.Input("model"),
+                io.Clip.Input("clip"),
+                io.Vae.Input("vae"),
+                RewardType.Input("reward"),
+                io.String.Input(
+                    "prompts", multiline=True, default="", tooltip="One training prompt per line."
+                ),
+                io.Combo.Input("method", options=list(METHODS), default="nft"),
+                io.Float.Input(
+                    "normguard_weight",
+                    default=1.0,
+                    min=0.0,
+                    max=1000.0,
+                    step=0.01,
+                    tooltip="Penalty weight (0 = off).",
+                ),
+                io.Int.Input("iterations", default=100, min=1, max=100000),
+                io.Int.Input(
+                    "group_size", default=8, min=2, max=256, tooltip="Samples per prompt per iteration."
+                ),
+                io.Int.Input("sample_steps", default=10, min=1, max=200),
+                io.Float.Input("cfg", default=1.0, min=1.0, max=30.0, step=0.1),
+                io.Int.Input("width", default=512, min=16, max=4096, step=16),
+                io.Int.Input("height", default=512, min=16, max=4096, step=16),
+                io.Int.Input("lora_rank", default=16, min=1, max=512),
+                io.Float.Input("learning_rate", default=1e-4, min=1e-7, max=1.0, step=1e-7),
+                io.Int.Input("seed", default=0, min=0, max=2**31 - 1),
+                io.String.Input("lora_name", default="normguard_lora"),
+                OptionsType.Input("options", optional=True, tooltip="From a NormGuard Train Options node."),
+            ],
+            outputs=[
+                io.Model.Output(display_name="MODEL"),
+                io.String.Output(display_name="lora_name"),
+                io.String.Output(display_name="training_log"),
+            ],
+            hidden=[io.Hidden.unique_id],
+            is_output_node=True,
+        )
+
+    @classmethod
+    def execute(
+        cls, model, clip, vae, reward, prompts, method, normguard_weight, iterations, group_size, sample_steps,
+        cfg, width, height, lora_rank, learning_rate, seed, lora_name, options=None,
+    ) -> io.NodeOutput:  # fmt: skip
+        import comfy.model_management as mm
+        import folder_paths
+
+        node = cls.hidden.unique_id
+        check_flow_model(model, "NormGuardTrainLoRA")
+        prompt_list = read_prompt_lines(prompts)
+        if not prompt_list:
+            raise ValueError("NormGuardTrainLoRA: prompts is empty; write one training prompt per line")
+        if not reward:
+            raise ValueError("NormGuardTrainLoRA: connect a reward node")
+        name = clean_lora_name(lora_name)
+        device = mm.get_torch_device()
+        options = dict(options or {})
+        lora_format = options.pop("lora_format", "comfyui")
+        if options.get("init_lora"):
+            options["init_lora"] = folder_paths.get_full_path_or_raise("loras", options["init_lora"])
+        config = build_config(
+            options,
+            model=f"comfyui:{architecture(model)}:{model_fingerprint(model)}",
+            device=str(device),
+            prompts=prompt_list,
+            rewards=[dataclasses.asdict(s) for s in reward],
+            method=method,
+            normguard_weight=normguard_weight,
+            iterations=iterations,
+            group_size=group_size,
+            sample_steps=sample_steps,
+            cfg=cfg,
+            width=width,
+            height=height,
+            lora_rank=lora_rank,
+            lr=learning_rate,
+            seed=seed,
+            lora_name=name,
+        )
+        base = Path(folder_paths.get_output_directory()) / RUNS_SUBDIR / name
+        run_dir, new_run = find_run_dir(base, config)
+        config = config.replace(out=str(run_dir))
+        progress = ComfyProgress(node, config.sample_steps)
+        backend = trainer = None
+        with torch.inference_mode(False), torch.enable_grad():
+            try:
+                backend = ComfyBackend(
+                    model,
+                    clip,
+                    vae,
+                    height=height,
+                    width=width,
+                    prompts=prompt_list,
+                    guidance=config.guidance,
+                    gradient_checkpointing=config.gradient_checkpointing,
+                    lora_format=lora_format,
+                )
+                rewards = build_rewards(
+                    config.rewards, config.reward_device or device, config.reward_normalize_each
+                )
+                trainer = Trainer(
+                    config, backend=backend, rewards=rewards, callbacks=[progress], new_run=new_run
+                )
+                result = trainer.run()
+            except BaseException:  # Cancel (InterruptProcessingException) or an error
+                keep_last_lora(trainer, name, progress)
+                raise
+            finally:
+                if backend is not None:
+                    backend.release()
+        lora_file = publish_lora(result.lora_path, name, result.run_dir / EXPORT_RECORD, result.iterations)
+        trained, patched = apply_lora_file(model, folder_paths.get_full_path_or_raise("loras", lora_file))
+        metrics = result.run_dir / "metrics.jsonl"
+        history = metrics.read_text(encoding="utf-8") if metrics.is_file() else ""
+        summary = summarize(result, lora_file, patched)
+        progress.event("end", status=result.status, iteration=result.iterations, lora=lora_file)
+        show_text(node, summary)
+        return io.NodeOutput(trained, lora_file, history, ui={"text": [summary]})
+
+
+def keep_last_lora(trainer: Trainer | None, name: str, progress: ComfyProgress) -> None:
+    """After a cancel or an error: publish the last good LoRA the loop saved, and say so."""
+    if trainer is None or not trainer.run_dir.lora_path(name).is_file():
+        return
+    done = trainer.state["iteration"]
+    kept = publish_lora(trainer.run_dir.lora_path(name), name, trainer.run_dir.root / EXPORT_RECORD, done)
+    progress.event("end", status="interrupted", iteration=done, lora=kept)
+    show_text(progress.node, f"stopped at iteration {done}; LoRA kept as {kept}. Queue again to resume.")
+
+
+def summarize(result: Any, lora_file: str, patched: int) -> str:
+    m = result.metrics
+    parts = [f"{result.status}: {result.iterations} iterations", f"LoRA: {lora_file} ({patched} weights)"]
+    for key, label in (("reward_mean", "reward"), ("train_rho", "rho"), ("penalty", "penalty")):
+        if isinstance(m.get(key), (int, float)):
+            parts.append(f"{label}: {m[key]:.4g}")
+    return "\n".join(parts)
+
+
+class NormGuardTrainOptions(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        import folder_paths
+
+        d = DEFAULTS
+        return io.Schema(
+            node_id="NormGuardTrainOptions",
+            display_name="NormGuard Train Options",
+            category="NormGuard",
+            description="Advanced training settings for NormGuard Train LoRA (TrainConfig keys).",
+            inputs=[
+                io.Int.Input("groups_per_iteration", default=d["groups_per_iteration"], min=1, max=1024),
+                io.Int.Input("train_timesteps", default=d["train_timesteps"], min=1, max=200),
+                io.Float.Input(
+                    "timestep_fraction", default=d["timestep_fraction"], min=0.01, max=1.0, step=0.01
+                ),
+                io.Int.Input("micro_batch_size", default=d["micro_batch_size"], min=1, max=1024),
+                io.Combo.Input("normguard_form", options=["linear", "squared"], default=d["normguard_form"]),
+                io.Boolean.Input("normguard_relative", default=d["normguard_relative"]),
+                io.Float.Input(
+                    "normguard_margin", default=d["normguard_margin"], min=0.0, max=10.0, step=0.001
+                ),
+                io.Combo.Input(
+                    "normguard_reduction", options=["sample", "token"], default=d["normguard_reduction"]
+                ),
+                io.Float.Input("kl_weight", default=d["kl_weight"], min=0.0, max=1000.0, step=0.001),
+                io.Float.Input(
+                    "lora_alpha", default=0.0, min=0.0, max=4096.0, step=0.5, tooltip="0 = the rank."
+                ),
+                io.String.Input(
+                    "lora_targets", default="", tooltip="Comma-separated layer names; empty = attention."
+                ),
+                io.Combo.Input(
+                    "init_lora",
+                    options=["none", *folder_paths.get_filename_list("loras")],
+                    default="none",
+                    tooltip="Continue from this LoRA (same model, rank and targets).",
+                ),
+                io.Combo.Input(
+                    "lora_format",
+                    options=list(LORA_FORMATS),
+                    default="comfyui",
+                    tooltip="Keys of the saved file: ComfyUI's (any model) or diffusers' (SD3/SD3.5, FLUX.1).",
+                ),
+                io.Float.Input(
+                    "guidance",
+                    default=0.0,
+                    min=0.0,
+                    max=100.0,
+                    step=0.1,
+                    tooltip="FLUX.1-dev guidance; 0 = default.",
+                ),
+                io.Boolean.Input("gradient_checkpointing", default=True),
+                io.Int.Input("checkpoint_every", default=d["checkpoint_every"], min=1, max=100000),
+                io.Int.Input(
+                    "eval_every",
+                    default=d["eval_every"],
+                    min=0,
+                    max=100000,
+                    tooltip="Held-out evaluation; 0 = never.",
+                ),
+                io.Int.Input("eval_samples", default=d["eval_samples"], min=1, max=256),
+                io.Int.Input(
+                    "eval_few_steps", default=d["eval_few_steps"], min=0, max=200, tooltip="0 = skip."
+                ),
+                io.Float.Input("warn_rho", default=d["warn_rho"], min=1.0, max=10.0, step=0.01),
+                io.Boolean.Input("stop_on_warning", default=d["stop_on_warning"]),
+                io.Boolean.Input("reward_normalize_each", default=d["reward_normalize_each"]),
+                RewardType.Input(
+                    "monitor", optional=True, tooltip="Rewards scored at evaluations, never trained on."
+                ),
+                io.String.Input(
+                    "extra",
+                    multiline=True,
+                    default="",
+                    tooltip="Any other TrainConfig keys as YAML, e.g. 'nft_beta: 1.5'.",
+                ),
+                OptionsType.Input("options", optional=True),
+            ],
+            outputs=[OptionsType.Output(display_name="options")],
+        )
+
+    @classmethod
+    def execute(
+        cls, extra="", lora_targets="", lora_alpha=0.0, guidance=0.0, init_lora="none", monitor=None, options=None,
+        **values,
+    ) -> io.NodeOutput:  # fmt: skip
+        out = dict(options or {})
+        out.update(values)
+        out["lora_alpha"] = lora_alpha or None
+        out["guidance"] = guidance or None
+        out["lora_targets"] = [
+            t.strip() for t in lora_targets.replace("\n", ",").split(",") if t.strip()
+        ] or None
+        if init_lora != "none":
+            out["init_lora"] = init_lora  # a name in the loras folder, resolved by the trainer node
+        if monitor:
+            out["monitor_rewards"] = [dataclasses.asdict(spec) for spec in monitor]
+        if extra.strip():
+            try:
+                parsed = yaml.safe_load(extra)  # data only: safe_load builds no objects
+            except yaml.YAMLError as e:
+                raise ValueError(f"NormGuardTrainOptions: extra is not valid YAML: {e}") from e
+            if not isinstance(parsed, dict):
+                raise ValueError("NormGuardTrainOptions: extra must be a YAML mapping of TrainConfig keys")
+            files = sorted(set(parsed) & FILE_KEYS)
+            if files:
+                raise ValueError(
+                    f"NormGuardTrainOptions: extra cannot set {files}; files come only from ComfyUI's folders "
+                    "(init_lora and monitor have their own inputs)"
+                )
+            out.update(parsed)
+        unknown = sorted(set(out) - OPTION_KEYS - set(BACKEND_KEYS) - NODE_KEYS)
+        if unknown:
+            raise ValueError(f"NormGuardTrainOptions: unknown keys {unknown}")
+        clash = sorted(set(out) & NODE_KEYS)
+        if clash:
+            raise ValueError(f"NormGuardTrainOptions: {clash} are inputs of the trainer node, not options")
+        return io.NodeOutput(out)

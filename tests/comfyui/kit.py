@@ -1,0 +1,137 @@
+"""Write a tiny, download-free text-to-image kit in the formats ComfyUI's stock loaders detect.
+
+Run with ComfyUI's python:  python kit.py COMFYUI_PATH MODELS_DIR
+  diffusion_models/tiny_sd3.safetensors   SD3 MMDiT: depth 2 (hidden 128), context 4096, pooled 2048
+  diffusion_models/tiny_flux.safetensors  FLUX: hidden 128, 1 double + 1 single block, context/pooled 768
+  text_encoders/tiny_clip_l.safetensors   full-size CLIP-L (its config is fixed), random, fp16
+  vae/tiny_vae16.safetensors              diffusers AutoencoderKL with 16 latent channels, random, fp16
+CLIPLoader type "sd3" turns one CLIP-L into SD3's conditioning (4096 zero-padded, pooled 2048) and type
+"stable_diffusion" gives the 768/768 the tiny FLUX takes. Weights are random but finite everywhere
+(comfy ops allocate with torch.empty, and MMDiT saves its pos_embed buffer).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+
+def main(comfy_dir: str, models_dir: str) -> None:
+    sys.path.insert(0, comfy_dir)
+    import torch
+    from comfy.cli_args import args
+    from safetensors.torch import save_file
+
+    if not torch.cuda.is_available():
+        args.cpu = True  # before comfy.model_management is imported
+    import comfy.clip_model
+    import comfy.model_detection
+    import comfy.ops
+    import comfy.supported_models
+
+    gen = torch.Generator().manual_seed(0)
+
+    def randomize(module: torch.nn.Module, std: float = 0.02) -> None:
+        with torch.no_grad():
+            for name, p in module.named_parameters():
+                if name.endswith("bias"):
+                    p.zero_()
+                elif p.ndim == 1 and ("norm" in name or "ln_" in name):
+                    p.fill_(1.0)
+                else:
+                    p.copy_(torch.randn(p.shape, generator=gen) * std)
+            for _, b in module.named_buffers():
+                if b.is_floating_point():
+                    b.copy_(torch.randn(b.shape, generator=gen) * std)
+
+    def save(sd: dict, path: str, dtype: torch.dtype | None = None) -> None:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        cast = {
+            k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).contiguous()
+            for k, v in sd.items()
+        }
+        save_file(cast, path)
+
+    def diffusion_model(config_cls, cfg: dict, expect: str, file: str) -> None:
+        model = config_cls(cfg).get_model({})
+        randomize(model.diffusion_model)
+        sd = model.diffusion_model.state_dict()
+        detected = comfy.model_detection.model_config_from_unet(sd, "")
+        assert type(detected).__name__ == expect, f"{file} is detected as {detected}"
+        save(sd, os.path.join(models_dir, "diffusion_models", file))
+
+    diffusion_model(
+        comfy.supported_models.SD3,
+        {
+            "in_channels": 16,
+            "out_channels": 16,
+            "patch_size": 2,
+            "depth": 2,
+            "adm_in_channels": 2048,
+            "context_embedder_config": {
+                "target": "torch.nn.Linear",
+                "params": {"in_features": 4096, "out_features": 128},
+            },
+            "pos_embed_max_size": 32,
+            "num_patches": 32 * 32,
+            "pos_embed_scaling_factor": None,
+            "input_size": None,
+            "x_block_self_attn_layers": [],
+        },
+        "SD3",
+        "tiny_sd3.safetensors",
+    )
+    diffusion_model(
+        comfy.supported_models.Flux,
+        {
+            "image_model": "flux",
+            "in_channels": 16,
+            "out_channels": 16,
+            "patch_size": 2,
+            "hidden_size": 128,
+            "num_heads": 1,
+            "mlp_ratio": 4.0,
+            "depth": 1,
+            "depth_single_blocks": 1,
+            "axes_dim": [16, 56, 56],
+            "theta": 10000,
+            "qkv_bias": True,
+            "guidance_embed": True,
+            "context_in_dim": 768,
+            "vec_in_dim": 768,
+            "txt_ids_dims": [],
+        },
+        "Flux",
+        "tiny_flux.safetensors",
+    )
+
+    with open(os.path.join(comfy_dir, "comfy", "sd1_clip_config.json")) as f:
+        clip_config = json.load(f)
+    clip = comfy.clip_model.CLIPTextModel(
+        clip_config, dtype=torch.float32, device="cpu", operations=comfy.ops.manual_cast
+    )
+    randomize(clip)
+    save(
+        clip.state_dict(), os.path.join(models_dir, "text_encoders", "tiny_clip_l.safetensors"), torch.float16
+    )
+
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(0)
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        latent_channels=16,
+        down_block_types=["DownEncoderBlock2D"] * 4,
+        up_block_types=["UpDecoderBlock2D"] * 4,
+        block_out_channels=[128, 256, 512, 512],
+        layers_per_block=2,
+        use_quant_conv=False,
+        use_post_quant_conv=False,
+    )
+    save(vae.state_dict(), os.path.join(models_dir, "vae", "tiny_vae16.safetensors"), torch.float16)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])
