@@ -76,7 +76,7 @@ def test_two_ranks_end_with_the_lora_of_one_process(tmp_path, tiny_model_dir):
             "--nproc_per_node",
             "2",
             "--master_port",
-            "29517",
+            str(free_port()),
             str(script),
             cfg,
             tmp_path / "two",
