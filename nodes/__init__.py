@@ -1,6 +1,7 @@
 """The NormGuard ComfyUI node pack (V3 API, category "NormGuard").
 
-Nodes (ids are public API): NormGuardTrainLoRA, NormGuardTrainOptions, NormGuardRewardCombine,
+Nodes (ids are public API): NormGuardTrainLoRA, NormGuardTrainOptions, NormGuardLoadPrompts,
+NormGuardRewardCombine,
 NormGuardScoreImages, VelocityNormProbe, VelocityNormGraph, NormGuardLoraLoader, and one
 NormGuardReward<CamelCaseId> per registered reward: NormGuardRewardJpegCompressibility,
 NormGuardRewardJpegIncompressibility, NormGuardRewardClipScore, NormGuardRewardPickscore,

@@ -6,6 +6,7 @@ from comfy_api.latest import ComfyExtension, io
 
 from .lora import NormGuardLoraLoader
 from .probe import VelocityNormGraph, VelocityNormProbe
+from .prompts import NormGuardLoadPrompts
 from .rewards import reward_nodes
 from .train import NormGuardTrainLoRA, NormGuardTrainOptions
 
@@ -15,6 +16,7 @@ class NormGuardExtension(ComfyExtension):
         return [
             NormGuardTrainLoRA,
             NormGuardTrainOptions,
+            NormGuardLoadPrompts,
             *reward_nodes(),
             VelocityNormProbe,
             VelocityNormGraph,

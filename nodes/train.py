@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 import yaml
-from comfy_api.latest import io
+from comfy_api.latest import io, ui
 
 from ..trainer.backends.comfy import (
     LORA_FORMATS,
@@ -74,10 +74,26 @@ def json_safe(value: Any) -> Any:
 
 def preview_grid(images: torch.Tensor, count: int = 4) -> Any:
     """The first `count` rollout images side by side, as a PIL image."""
+    return grid_image(torch.cat(list(images[:count].float().clamp(0, 1)), dim=2))  # [3, H, count * W]
+
+
+def grid_image(image: torch.Tensor) -> Any:
+    """[3, H, W] in [0, 1] -> PIL image."""
     from PIL import Image
 
-    row = torch.cat(list(images[:count].float().clamp(0, 1)), dim=2)  # [3, H, count * W]
-    return Image.fromarray((row.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
+    return Image.fromarray(
+        (image.float().clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    )
+
+
+def latest_eval_grid(run_dir: Path) -> torch.Tensor | None:
+    """The newest evaluation grid of a run as an IMAGE batch [1, H, W, 3], or None."""
+    from PIL import Image
+
+    grids = sorted((run_dir / "evals").glob("iter-*.png"))
+    if not grids:
+        return None
+    return torch.from_numpy(np.asarray(Image.open(grids[-1]).convert("RGB"))).float().div(255)[None]
 
 
 class ComfyProgress(Callback):
@@ -133,6 +149,10 @@ class ComfyProgress(Callback):
         )
         if evaluation.warnings:
             show_text(self.node, "\n".join(evaluation.warnings))
+        if self.pbar is not None:  # the held-out grid (fixed seeds: drift shows) as the node's preview
+            self.pbar.update_absolute(
+                min(self.done, self.total), self.total, preview=("PNG", grid_image(evaluation.grid), 768)
+            )
 
     def on_checkpoint(self, iteration: int, lora_path: Path) -> None:
         self.event("checkpoint", iteration=iteration)
@@ -296,7 +316,10 @@ class NormGuardTrainLoRA(io.ComfyNode):
         summary = summarize(result, lora_file, patched)
         progress.event("end", status=result.status, iteration=result.iterations, lora=lora_file)
         show_text(node, summary)
-        return io.NodeOutput(trained, lora_file, history, ui={"text": [summary]})
+        shown = {"text": [summary]}
+        if (grid := latest_eval_grid(result.run_dir)) is not None:
+            shown |= ui.PreviewImage(grid, cls=cls).as_dict()
+        return io.NodeOutput(trained, lora_file, history, ui=shown)
 
 
 def keep_last_lora(trainer: Trainer | None, name: str, progress: ComfyProgress) -> None:

@@ -8,8 +8,10 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import load_file
 
@@ -19,6 +21,7 @@ from .graphs import loaders, sample, train
 NODE_IDS = [
     "NormGuardTrainLoRA",
     "NormGuardTrainOptions",
+    "NormGuardLoadPrompts",
     "NormGuardRewardCombine",
     "NormGuardScoreImages",
     "NormGuardRewardJpegCompressibility",
@@ -86,6 +89,7 @@ def test_trained_lora_loads_in_both_loaders_like_the_trainer_output(comfy, train
     assert (run / "evals" / "iter-000002.png").is_file() and (run / "t_sd3_best.safetensors").is_file()
     assert (run / "checkpoints").is_dir() and (run / "t_sd3.safetensors").is_file()
     assert "finished: 2 iterations" in outputs["train"]["text"][0]
+    assert outputs["train"]["images"], "the trainer node previews its latest evaluation grid"
     assert outputs["show_name"]["text"][0] == name  # the node's outputs: the file name and the log
     assert [json.loads(line)["iteration"] for line in outputs["show_log"]["text"][0].splitlines()] == [
         0,
@@ -342,11 +346,15 @@ def test_training_on_fp8_weights(comfy, loras):
         )
 
 
-def test_continue_from_a_lora_of_the_loras_folder(comfy, trained_sd3, loras):
-    g = train("sd3", "t_init", iterations=1, options={"init_lora": trained_sd3[0]})
+def test_continue_from_a_lora_of_the_loras_folder(comfy, trained_sd3, loras, output_dir):
+    g = train("sd3", "t_init", iterations=1, options={"init_lora": trained_sd3[0], "eval_every": 1})
     outputs = comfy.run(g)
     assert "finished: 1 iterations" in outputs["train"]["text"][0]
     assert lora_keys(loras / "t_init.safetensors")[1]["normguard.init_lora"] == trained_sd3[0]
+    # it starts from the LoRA's weights: its first evaluation equals the LoRA's own (same seeds)
+    first = Image.open(output_dir / "normguard" / "t_init" / "evals" / "iter-000000.png")
+    own = Image.open(output_dir / "normguard" / "t_sd3" / "evals" / "iter-000002.png")
+    assert np.array_equal(np.asarray(first), np.asarray(own))
     g = train("sd3", "t_init_rank", iterations=1, lora_rank=8, options={"init_lora": trained_sd3[0]})
     with pytest.raises(GraphError, match="set lora_rank to the file's rank"):
         comfy.run(g)
@@ -371,4 +379,18 @@ def test_weight_rewards_pick_entries_of_the_rewards_folder(comfy, base_dir):
         comfy.run(g)
     g["r"]["inputs"] = {"weight": 1.0, "path": "my_clip", "options": '{"processor": "/etc/passwd"}'}
     with pytest.raises(GraphError, match="give files by their name in models/rewards"):
+        comfy.run(g)
+
+
+def test_prompts_load_from_a_text_file_of_the_input_folder(comfy, base_dir):
+    (base_dir / "input").mkdir(exist_ok=True)
+    (base_dir / "input" / "ng_prompts.txt").write_text("# training prompts\na red cube\n\na blue ball\n")
+    g = {
+        "p": {"class_type": "NormGuardLoadPrompts", "inputs": {"file": "ng_prompts.txt"}},
+        "show": {"class_type": "PreviewAny", "inputs": {"source": ["p", 0]}},
+    }
+    out = comfy.run(g)
+    assert out["show"]["text"][0] == "a red cube\na blue ball"
+    g["p"]["inputs"]["file"] = "../models/loras/x.txt"
+    with pytest.raises(GraphError, match="value_not_in_list"):
         comfy.run(g)
