@@ -127,6 +127,9 @@ class ComfyProgress(Callback):
         self.pbar.update_absolute(min(self.done, self.total), self.total)
         self._interrupt()
 
+    def on_train_step(self, step: int, total: int) -> None:
+        self._interrupt()  # Cancel takes effect between micro-batches, not only between iterations
+
     def on_rollout(
         self, iteration: int, images: torch.Tensor, prompts: list[str], rewards: torch.Tensor
     ) -> None:

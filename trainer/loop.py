@@ -296,6 +296,7 @@ class Trainer:
                 self.acc.backward(loss * (n / rows))
             for k, v in stats.items():
                 sums[k] = sums.get(k, 0.0) + v * n / rows
+            self.callbacks("on_train_step", i + 1, len(chunks))
         t_step = self._clock()
         grad_norm = float(self.acc.clip_grad_norm_(self.params, cfg.grad_clip))
         finite = math.isfinite(grad_norm)
