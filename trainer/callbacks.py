@@ -21,6 +21,9 @@ class Callback:
     def on_sample_step(self, step: int, total: int) -> None:
         """One sampler step of the current rollout is done."""
 
+    def on_train_step(self, step: int, total: int) -> None:
+        """One micro-batch of the current optimizer step is done (forward + backward)."""
+
     def on_rollout(
         self, iteration: int, images: torch.Tensor, prompts: list[str], rewards: torch.Tensor
     ) -> None:
