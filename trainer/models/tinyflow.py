@@ -18,21 +18,25 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from .scenes import VOCABULARY
+
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 
 
 @dataclass
 class TinyFlowConfig:
+    """Defaults are the shipped model: about 1.7M parameters, fast enough on a laptop CPU for RL."""
+
     image_size: int = 32
     channels: int = 3
     patch_size: int = 4
     hidden: int = 128
-    depth: int = 4
+    depth: int = 6
     heads: int = 4
-    mlp_ratio: float = 4.0
+    mlp_ratio: float = 3.0
     max_words: int = 12
-    vocab: list[str] = field(default_factory=list)  # id 0 = padding, 1 = unknown word, words from 2
+    vocab: list[str] = field(default_factory=lambda: list(VOCABULARY))  # ids: 0 pad, 1 unknown, words from 2
     shift: float = 1.0  # sampling-schedule time shift
 
     @property
@@ -57,7 +61,9 @@ class WordTokenizer:
 
 def timestep_embedding(sigma: torch.Tensor, dim: int) -> torch.Tensor:
     half = dim // 2
-    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=sigma.device, dtype=torch.float32) / half)
+    freqs = torch.exp(
+        -math.log(10000.0) * torch.arange(half, device=sigma.device, dtype=torch.float32) / half
+    )
     args = sigma.float()[:, None] * 1000.0 * freqs[None]
     return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
 
@@ -73,7 +79,10 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         b, n, d = x.shape
-        q, k, v = (f(x).view(b, n, self.heads, d // self.heads).transpose(1, 2) for f in (self.to_q, self.to_k, self.to_v))
+        q, k, v = (
+            f(x).view(b, n, self.heads, d // self.heads).transpose(1, 2)
+            for f in (self.to_q, self.to_k, self.to_v)
+        )
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return self.to_out(out.transpose(1, 2).reshape(b, n, d))
 
@@ -85,7 +94,9 @@ class Block(nn.Module):
         self.attn = Attention(hidden, heads)
         self.norm2 = nn.LayerNorm(hidden, elementwise_affine=False)
         inner = int(hidden * mlp_ratio)
-        self.ff = nn.Sequential(nn.Linear(hidden, inner), nn.GELU(approximate="tanh"), nn.Linear(inner, hidden))
+        self.ff = nn.Sequential(
+            nn.Linear(hidden, inner), nn.GELU(approximate="tanh"), nn.Linear(inner, hidden)
+        )
         self.modulation = nn.Linear(hidden, 6 * hidden)
 
     def forward(self, x: torch.Tensor, c: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -144,8 +155,12 @@ class TinyFlowModel(nn.Module):
     def save_pretrained(self, folder: str | Path) -> None:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / CONFIG_NAME).write_text(json.dumps({"_class_name": "TinyFlowModel", **asdict(self.config)}, indent=1))
-        save_file({k: v.detach().contiguous() for k, v in self.state_dict().items()}, str(folder / WEIGHTS_NAME))
+        (folder / CONFIG_NAME).write_text(
+            json.dumps({"_class_name": "TinyFlowModel", **asdict(self.config)}, indent=1)
+        )
+        save_file(
+            {k: v.detach().contiguous() for k, v in self.state_dict().items()}, str(folder / WEIGHTS_NAME)
+        )
 
     @classmethod
     def from_pretrained(cls, folder: str | Path) -> TinyFlowModel:
