@@ -41,13 +41,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=10000)
     p.add_argument("--minutes", type=float, default=55.0, help="wall-clock budget (schedule compresses)")
     p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--lr", type=float, default=6e-4)
+    p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--warmup", type=int, default=200)
     p.add_argument("--weight-decay", type=float, default=0.01)
     p.add_argument("--ema", type=float, default=0.999, help="EMA decay of the saved weights")
     p.add_argument("--cfg-drop", type=float, default=0.1, help="fraction of samples trained without prompt")
     p.add_argument("--omit", type=float, default=0.1, help="chance to leave each attribute out of a prompt")
     p.add_argument("--shift", type=float, default=1.0, help="sampling-schedule shift stored in the config")
+    p.add_argument("--conv-widths", type=int, nargs="+", default=TinyFlowConfig().conv_widths)
     p.add_argument("--hidden", type=int, default=TinyFlowConfig.hidden)
     p.add_argument("--depth", type=int, default=TinyFlowConfig.depth)
     p.add_argument("--heads", type=int, default=TinyFlowConfig.heads)
@@ -108,7 +109,12 @@ def main(argv: list[str] | None = None) -> Path:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     config = TinyFlowConfig(
-        hidden=args.hidden, depth=args.depth, heads=args.heads, mlp_ratio=args.mlp_ratio, shift=args.shift
+        conv_widths=args.conv_widths,
+        hidden=args.hidden,
+        depth=args.depth,
+        heads=args.heads,
+        mlp_ratio=args.mlp_ratio,
+        shift=args.shift,
     )
     model = TinyFlowModel(config)
     ema = TinyFlowModel(config)

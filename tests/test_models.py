@@ -120,6 +120,18 @@ def test_save_load_round_trip(tmp_path):
     torch.testing.assert_close(loaded(x, sigma, tokens), expected)
 
 
+def test_bad_configs_are_named(tmp_path):
+    with pytest.raises(ValueError, match="multiples of 8"):
+        TinyFlowConfig(conv_widths=[12])
+    with pytest.raises(ValueError, match="divisible by 2"):
+        TinyFlowConfig(image_size=36, conv_widths=[8, 8, 8])
+    TinyFlowModel(TinyFlowConfig(hidden=32, depth=1, heads=2)).save_pretrained(tmp_path)
+    raw = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**raw, "patch_size": 4}))
+    with pytest.raises(ValueError, match="patch_size"):
+        TinyFlowModel.from_pretrained(tmp_path)
+
+
 def test_shipped_weights_are_small_and_load_through_the_backend():
     assets = BUILTIN_DIR.parent
     sizes = {f.relative_to(assets): f.stat().st_size for f in assets.rglob("*") if f.is_file()}
@@ -171,8 +183,8 @@ def test_judge_frechet_distance_sees_drift(judge):
 
 def test_frechet_distance_matches_the_closed_form():
     torch.manual_seed(0)
-    mu_a, mu_b = torch.randn(5), torch.randn(5)
-    var_a, var_b = torch.rand(5) + 0.5, torch.rand(5) + 0.5
+    mu_a, mu_b = torch.randn(5, dtype=torch.float64), torch.randn(5, dtype=torch.float64)
+    var_a, var_b = torch.rand(5, dtype=torch.float64) + 0.5, torch.rand(5, dtype=torch.float64) + 0.5
     expected = (mu_a - mu_b).pow(2).sum() + (var_a.sqrt() - var_b.sqrt()).pow(2).sum()
     got = frechet_from_stats(mu_a, torch.diag(var_a), mu_b, torch.diag(var_b))
     assert got == pytest.approx(float(expected), rel=1e-9)
@@ -192,7 +204,7 @@ def test_judge_rejects_wrong_image_shapes(judge):
 
 def test_judge_save_load_round_trip(tmp_path):
     net = JudgeNet(JudgeConfig(widths=(8, 8), features=16))
-    original = Judge(net, torch.zeros(16, dtype=torch.float64), torch.eye(16, dtype=torch.float64))
+    original = Judge(net, torch.randn(16), torch.rand(16) + 0.5, torch.zeros(16), torch.eye(16))
     original.save(tmp_path)
     loaded = Judge.load(tmp_path)
     images = torch.rand(3, 3, 32, 32)

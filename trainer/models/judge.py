@@ -4,6 +4,10 @@ It answers the two questions the paper's claims need on the shipped model, with 
 (a) does an image still show what its prompt asked for (attribute accuracy), and (b) how far has a
 set of images drifted from the data (Fréchet distance of the judge's penultimate features to the
 reference statistics of real scenes, the FID recipe on a network that knows this data).
+
+Besides the attributes, the judge regresses the continuous parameters each scene was rendered with
+(edge softness, saturation, background light, gradient, ...). Without that its features would
+only need to tell classes apart and would be blind to over-sharpening or odd lighting.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .scenes import ATTRIBUTES, IMAGE_SIZE, Attributes, parse_prompt
+from .scenes import ATTRIBUTES, IMAGE_SIZE, STYLE_PARAMS, Attributes, parse_prompt
 
 BUILTIN_DIR = Path(__file__).resolve().parent / "assets" / "judge"
 CONFIG_NAME = "config.json"
@@ -33,8 +37,8 @@ class JudgeConfig:
 
 
 class JudgeNet(nn.Module):
-    """Conv stages that halve the resolution, then a flattened (position-aware) feature layer and
-    one linear head per scene attribute."""
+    """Conv stages that halve the resolution, then a flattened (position-aware) feature layer, one
+    linear head per scene attribute and one for the standardised style parameters."""
 
     def __init__(self, config: JudgeConfig):
         super().__init__()
@@ -53,14 +57,15 @@ class JudgeNet(nn.Module):
         self.heads = nn.ModuleDict(
             {name: nn.Linear(config.features, len(v)) for name, v in ATTRIBUTES.items()}
         )
+        self.style = nn.Linear(config.features, len(STYLE_PARAMS))
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
         return self.feature(self.convs(images * 2 - 1))
 
-    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Images [B, 3, H, W] in [0, 1] -> logits per attribute."""
+    def forward(self, images: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """Images [B, 3, H, W] in [0, 1] -> (logits per attribute, style predictions [B, S])."""
         feats = self.features(images)
-        return {name: head(feats) for name, head in self.heads.items()}
+        return {name: head(feats) for name, head in self.heads.items()}, self.style(feats)
 
 
 def frechet_from_stats(
@@ -91,11 +96,23 @@ def frechet_distance(feats_a: torch.Tensor, feats_b: torch.Tensor) -> float:
 
 
 class Judge:
-    """The trained JudgeNet plus the reference feature statistics of real scenes."""
+    """The trained JudgeNet plus statistics of its features on real scenes.
 
-    def __init__(self, net: JudgeNet, ref_mu: torch.Tensor, ref_cov: torch.Tensor):
+    features() are standardised per dimension against real scenes (feature_mean, feature_std) so
+    that every dimension counts alike in the Fréchet distance; ref_mu, ref_cov are the Gaussian fit
+    of real scenes' standardised features."""
+
+    def __init__(
+        self,
+        net: JudgeNet,
+        feature_mean: torch.Tensor,
+        feature_std: torch.Tensor,
+        ref_mu: torch.Tensor,
+        ref_cov: torch.Tensor,
+    ):
         self.net = net.eval()
-        self.ref_mu, self.ref_cov = ref_mu, ref_cov
+        self.feature_mean, self.feature_std = feature_mean.float(), feature_std.float()
+        self.ref_mu, self.ref_cov = ref_mu.double(), ref_cov.double()
 
     @classmethod
     def load(cls, folder: str | Path | None = None) -> Judge:
@@ -110,7 +127,7 @@ class Judge:
         net = JudgeNet(JudgeConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}))
         net.load_state_dict(load_file(str(folder / WEIGHTS_NAME)))
         stats = load_file(str(folder / STATS_NAME))
-        return cls(net, stats["mu"], stats["cov"])
+        return cls(net, stats["feature_mean"], stats["feature_std"], stats["mu"], stats["cov"])
 
     def save(self, folder: str | Path) -> None:
         folder = Path(folder)
@@ -121,10 +138,13 @@ class Judge:
         save_file(
             {k: v.detach().contiguous() for k, v in self.net.state_dict().items()}, str(folder / WEIGHTS_NAME)
         )
-        save_file(
-            {"mu": self.ref_mu.double().contiguous(), "cov": self.ref_cov.double().contiguous()},
-            str(folder / STATS_NAME),
-        )
+        stats = {
+            "feature_mean": self.feature_mean,
+            "feature_std": self.feature_std,
+            "mu": self.ref_mu,
+            "cov": self.ref_cov,
+        }
+        save_file({k: v.contiguous() for k, v in stats.items()}, str(folder / STATS_NAME))
 
     def _check(self, images: torch.Tensor) -> torch.Tensor:
         size = self.net.config.image_size
@@ -137,7 +157,7 @@ class Judge:
     @torch.no_grad()
     def predict(self, images: torch.Tensor) -> list[Attributes]:
         """The attributes the judge sees in each image."""
-        logits = self.net(self._check(images))
+        logits, _ = self.net(self._check(images))
         picks = {name: out.argmax(-1).tolist() for name, out in logits.items()}
         return [
             {name: ATTRIBUTES[name][picks[name][i]] for name in ATTRIBUTES} for i in range(images.shape[0])
@@ -158,8 +178,8 @@ class Judge:
 
     @torch.no_grad()
     def features(self, images: torch.Tensor) -> torch.Tensor:
-        """Penultimate-layer features [B, D] (what the Fréchet distance compares)."""
-        return self.net.features(self._check(images))
+        """Standardised penultimate-layer features [B, D] (what the Fréchet distance compares)."""
+        return (self.net.features(self._check(images)) - self.feature_mean) / self.feature_std
 
     def frechet_to_data(self, images: torch.Tensor) -> float:
         """Fréchet distance of these images' features to those of real scenes. Like FID it is

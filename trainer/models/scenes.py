@@ -37,6 +37,25 @@ POSITION_DIRECTION = {"left": (-1, 0), "right": (1, 0), "top": (0, -1), "bottom"
 FILLER_WORDS = ("a", "shape", "on", "the", "at", "in", "background")
 VOCABULARY: list[str] = list(FILLER_WORDS) + [v for values in ATTRIBUTES.values() for v in values]
 
+# The continuous parameters behind each image (see render_batch_with_style).
+STYLE_PARAMS = (
+    "background_value",
+    "background_hue",
+    "background_saturation",
+    "gradient_x",
+    "gradient_y",
+    "radius",
+    "centre_x",
+    "centre_y",
+    "rotation",
+    "edge_softness",
+    "light_x",
+    "light_y",
+    "hue_offset",
+    "object_value",
+    "object_saturation",
+)
+
 Attributes = dict[str, str]
 _WORD_TO_ATTRIBUTE = {v: name for name, values in ATTRIBUTES.items() for v in values}
 
@@ -142,11 +161,20 @@ def _smooth_noise(rng: np.random.Generator, batch: int, cells: int) -> np.ndarra
 def render_batch(scenes: list[Attributes], rng: np.random.Generator) -> np.ndarray:
     """Render scenes -> float32 images [B, 3, 32, 32] in [0, 1]. Every attribute must be given;
     the rest (exact hue, radius, placement jitter, rotation, gradient, texture) comes from rng."""
+    return render_batch_with_style(scenes, rng)[0]
+
+
+def render_batch_with_style(
+    scenes: list[Attributes], rng: np.random.Generator
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """render_batch, plus the continuous parameters each image was drawn with ([B] arrays named by
+    STYLE_PARAMS): the judge learns them so its features see sharpness, saturation and lighting."""
     for attrs in scenes:
         _check(attrs)
     b = len(scenes)
     if b == 0:
-        return np.zeros((0, 3, IMAGE_SIZE, IMAGE_SIZE), dtype=np.float32)
+        empty = np.zeros((0, 3, IMAGE_SIZE, IMAGE_SIZE), dtype=np.float32)
+        return empty, {name: np.zeros(0) for name in STYLE_PARAMS}
 
     def index(name: str) -> np.ndarray:
         return np.array([ATTRIBUTES[name].index(s[name]) for s in scenes])
@@ -165,7 +193,8 @@ def render_batch(scenes: list[Attributes], rng: np.random.Generator) -> np.ndarr
     bg_s = rng.uniform(0.2, 0.45, b)
     angle = rng.uniform(0, 2 * np.pi, b)
     ramp = ((xx - centre) * col(np.cos(angle)) + (yy - centre) * col(np.sin(angle))) / centre
-    value = col(bg_v) + col(rng.uniform(0.04, 0.12, b)) * ramp + 0.03 * _smooth_noise(rng, b, 4)
+    gradient = rng.uniform(0.04, 0.12, b)
+    value = col(bg_v) + col(gradient) * ramp + 0.03 * _smooth_noise(rng, b, 4)
     shape_v = np.clip(value, 0, 1)
     background = hsv_to_rgb(
         np.broadcast_to(col(bg_h), shape_v.shape), np.broadcast_to(col(bg_s), shape_v.shape), shape_v
@@ -184,7 +213,8 @@ def render_batch(scenes: list[Attributes], rng: np.random.Generator) -> np.ndarr
     shape = col(index("shape"))
     r = col(radius)
     sdf = _shape_sdf(shape, cos * dx + sin * dy, -sin * dx + cos * dy, r)
-    alpha = _smoothstep(0.5 - sdf / (2 * col(rng.uniform(0.6, 1.0, b))))
+    softness = rng.uniform(0.6, 1.0, b)
+    alpha = _smoothstep(0.5 - sdf / (2 * col(softness)))
 
     # light from the upper left (+ jitter): a shaded object and a soft shadow to the lower right
     light = np.deg2rad(rng.uniform(200, 250, b))
@@ -193,17 +223,35 @@ def render_batch(scenes: list[Attributes], rng: np.random.Generator) -> np.ndarr
     shadow = _smoothstep(0.5 - _shape_sdf(shape, cos * sx + sin * sy, -sin * sx + cos * sy, r) / 5.0)
     background = background * (1 - 0.35 * shadow)
     shade = np.clip(1 + 0.2 * (dx * lx + dy * ly) / r, 0.7, 1.2)
-    hue = np.array([HUES[s["colour"]] for s in scenes]) + rng.uniform(-6, 6, b)
-    obj_v = np.clip(col(rng.uniform(0.78, 0.95, b)) * shade, 0, 1)
+    hue_offset = rng.uniform(-6, 6, b)
+    hue = np.array([HUES[s["colour"]] for s in scenes]) + hue_offset
+    obj_value = rng.uniform(0.78, 0.95, b)
+    obj_v = np.clip(col(obj_value) * shade, 0, 1)
+    obj_saturation = rng.uniform(0.7, 0.95, b)
     obj = hsv_to_rgb(
-        np.broadcast_to(col(hue), obj_v.shape),
-        np.broadcast_to(col(rng.uniform(0.7, 0.95, b)), obj_v.shape),
-        obj_v,
+        np.broadcast_to(col(hue), obj_v.shape), np.broadcast_to(col(obj_saturation), obj_v.shape), obj_v
     )
 
     image = background * (1 - alpha) + obj * alpha
     image = image + rng.normal(0, 0.012, image.shape)  # film grain
-    return np.clip(image, 0, 1).transpose(1, 0, 2, 3).astype(np.float32)
+    style = {
+        "background_value": bg_v,
+        "background_hue": bg_h,
+        "background_saturation": bg_s,
+        "gradient_x": gradient * np.cos(angle),
+        "gradient_y": gradient * np.sin(angle),
+        "radius": radius,
+        "centre_x": cx,
+        "centre_y": cy,
+        "rotation": rot,
+        "edge_softness": softness,
+        "light_x": np.cos(light),
+        "light_y": np.sin(light),
+        "hue_offset": hue_offset,
+        "object_value": obj_value,
+        "object_saturation": obj_saturation,
+    }
+    return np.clip(image, 0, 1).transpose(1, 0, 2, 3).astype(np.float32), style
 
 
 def render_scene(attrs: Attributes, rng: np.random.Generator) -> np.ndarray:
