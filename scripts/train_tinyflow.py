@@ -47,7 +47,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ema", type=float, default=0.999, help="EMA decay of the saved weights")
     p.add_argument("--cfg-drop", type=float, default=0.1, help="fraction of samples trained without prompt")
     p.add_argument("--omit", type=float, default=0.1, help="chance to leave each attribute out of a prompt")
-    p.add_argument("--shift", type=float, default=1.0, help="sampling-schedule shift stored in the config")
+    p.add_argument("--shift", type=float, default=2.0, help="sampling-schedule shift stored in the config")
     p.add_argument("--conv-widths", type=int, nargs="+", default=TinyFlowConfig().conv_widths)
     p.add_argument("--hidden", type=int, default=TinyFlowConfig.hidden)
     p.add_argument("--depth", type=int, default=TinyFlowConfig.depth)
