@@ -38,7 +38,7 @@ ASSET_DIR = Path(__file__).resolve().parents[1] / "trainer" / "models" / "assets
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", type=Path, default=ASSET_DIR, help="folder for config.json + model.safetensors")
-    p.add_argument("--steps", type=int, default=10000)
+    p.add_argument("--steps", type=int, default=3500)
     p.add_argument("--minutes", type=float, default=55.0, help="wall-clock budget (schedule compresses)")
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--lr", type=float, default=1e-3)

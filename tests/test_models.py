@@ -9,7 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from normguard.trainer.backends.tinyflow import BUILTIN_DIR, TinyFlowBackend, is_tinyflow_folder
+from normguard.trainer.backends.tinyflow import (
+    BUILTIN_DIR,
+    DEFAULT_TARGETS,
+    TinyFlowBackend,
+    is_tinyflow_folder,
+)
 from normguard.trainer.models.judge import (
     Judge,
     JudgeConfig,
@@ -149,6 +154,14 @@ def test_shipped_weights_are_small_and_load_through_the_backend():
     backend = TinyFlowBackend.from_pretrained()
     assert backend.source == str(BUILTIN_DIR)
     assert backend.latent_shape(32, 32) == (3, 32, 32)
+
+
+def test_lora_targets_are_the_attention_projections_of_the_shipped_model():
+    backend = TinyFlowBackend.from_pretrained()
+    backend.add_lora(4, targets=DEFAULT_TARGETS)
+    trainable = backend.named_trainable()
+    assert len(trainable) == backend.model.config.depth * len(DEFAULT_TARGETS) * 2  # lora_A and lora_B
+    assert all(".attn." in name for name in trainable)
 
 
 def test_shipped_model_draws_what_the_prompt_asks(judge):
