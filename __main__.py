@@ -1,7 +1,5 @@
 """`python -m normguard ...` is the `normguard` command."""
 
-import sys
+from . import cli_main
 
-from .trainer.cli import main
-
-sys.exit(main())
+cli_main()

@@ -15,11 +15,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
+
 from normguard.trainer.backends.tinyflow import TinyFlowBackend
 from normguard.trainer.models.judge import Judge
 from normguard.trainer.models.scenes import ATTRIBUTES, prompt_for, random_attributes
 from normguard.trainer.rollout import sample
-from PIL import Image
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

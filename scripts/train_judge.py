@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+
 from normguard.trainer.models.judge import (
     STYLE_TARGETS,
     Judge,

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
 from normguard.trainer.models.scenes import scene_batches
 from normguard.trainer.models.tinyflow import TinyFlowConfig, TinyFlowModel
 

@@ -30,7 +30,9 @@ def tiny_tinyflow(seed: int = 0) -> TinyFlowModel:
     """A 16x16 TinyFlow with every weight random (the real init zeroes the output layers)."""
     torch.manual_seed(seed)
     model = TinyFlowModel(
-        TinyFlowConfig(image_size=16, patch_size=4, hidden=32, depth=2, heads=2, max_words=6, vocab=VOCAB)
+        TinyFlowConfig(
+            image_size=16, conv_widths=[8, 8], hidden=32, depth=2, heads=2, max_words=6, vocab=VOCAB
+        )
     )
     with torch.no_grad():
         for p in model.parameters():

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
 from normguard.trainer.backends.tinyflow import (
     BUILTIN_DIR,
     DEFAULT_TARGETS,
