@@ -182,7 +182,7 @@ class TrainConfig:
         prompts = list(self.prompts)
         if self.prompts_file:
             path = Path(self.prompts_file)
-            if not path.is_file():
+            if not path.exists() or path.is_dir():  # exists(): pipes such as <(...) are fine
                 raise FileNotFoundError(f"prompts_file {path} does not exist")
             prompts += read_prompt_lines(path.read_text(encoding="utf-8"))
         prompts = [p.strip() for p in prompts if p.strip()]
@@ -195,7 +195,7 @@ class TrainConfig:
         prompts = list(self.eval_prompts)
         if self.eval_prompts_file:
             path = Path(self.eval_prompts_file)
-            if not path.is_file():
+            if not path.exists() or path.is_dir():
                 raise FileNotFoundError(f"eval_prompts_file {path} does not exist")
             prompts += read_prompt_lines(path.read_text(encoding="utf-8"))
         return [p.strip() for p in prompts if p.strip()] or training
