@@ -92,19 +92,31 @@ async function runWorkflow(page, wf, out) {
       if (spec) {
         await app.loadGraphData({ nodes: [], links: [], version: 0.4 }, true, false, "spec");
         const byKey = {};
+        const columns = {}; // nodes given a column instead of a position are stacked in it
         for (const n of spec.nodes) {
           const node = LG.createNode(n.type);
           if (!node) throw new Error(`unknown node type ${n.type}`);
-          node.pos = n.pos;
+          node.pos = n.pos ?? [0, 0];
           app.graph.add(node);
           for (const [name, value] of Object.entries(n.widgets || {})) {
             const w = node.widgets.find((x) => x.name === name);
             if (!w) throw new Error(`${n.type} has no widget ${name}`);
             w.value = value;
           }
-          if (n.size) node.setSize(n.size);
+          if (n.size) node.setSize([n.size[0], Math.max(n.size[1], node.computeSize()[1])]);
           if (n.title) node.title = n.title;
+          if (n.color) [node.color, node.bgcolor] = n.color;
+          if (n.col != null) (columns[n.col] ??= []).push(node);
           byKey[n.key] = node;
+        }
+        let x = 0;
+        for (const col of Object.keys(columns).sort((a, b) => a - b)) {
+          let y = 0;
+          for (const node of columns[col]) {
+            node.pos = [x, y + LG.NODE_TITLE_HEIGHT];
+            y += node.size[1] + LG.NODE_TITLE_HEIGHT + 30;
+          }
+          x += Math.max(...columns[col].map((n) => n.size[0])) + 40;
         }
         for (const [from, slot, to, input] of spec.links) {
           const target = byKey[to];
@@ -166,7 +178,11 @@ async function runWorkflow(page, wf, out) {
   }
   out.chartsAfter = await readCharts(page);
   for (const shot of wf.shots || []) await screenshot(page, shot, out.keys[shot.node] ?? shot.node);
-  if (wf.shot) await page.screenshot({ path: wf.shot });
+  if (wf.shot) {
+    await fitView(page);
+    const jpeg = wf.shot.endsWith(".jpg");
+    await page.screenshot({ path: wf.shot, ...(jpeg ? { type: "jpeg", quality: 80, scale: "css" } : {}) });
+  }
 
   // save and reopen: the charts must come back from the node properties
   out.chartsReopened = await page.evaluate(async () => {

@@ -61,13 +61,32 @@ def e2e_spec(lora_name: str, seed: int) -> dict:
         node("vae", "VAELoader", (0, 290), vae_name="tiny_vae16.safetensors"),
         node("reward", "NormGuardRewardJpegIncompressibility", (0, 390), weight=1.0),
         node(
-            "options", "NormGuardTrainOptions", (0, 520), groups_per_iteration=1, train_timesteps=1,
-            micro_batch_size=2, gradient_checkpointing=False, eval_every=1, eval_samples=1, eval_few_steps=0,
+            "options",
+            "NormGuardTrainOptions",
+            (0, 520),
+            groups_per_iteration=1,
+            train_timesteps=1,
+            micro_batch_size=2,
+            gradient_checkpointing=False,
+            eval_every=1,
+            eval_samples=1,
+            eval_few_steps=0,
         ),  # fmt: skip
         node(
-            "train", "NormGuardTrainLoRA", (330, 0), (420, 900), prompts="a red cube\na blue ball",
-            iterations=ITERATIONS, group_size=2, sample_steps=2, width=64, height=64, lora_rank=4,
-            learning_rate=0.02, seed=seed, lora_name=lora_name,
+            "train",
+            "NormGuardTrainLoRA",
+            (330, 0),
+            (420, 900),
+            prompts="a red cube\na blue ball",
+            iterations=ITERATIONS,
+            group_size=2,
+            sample_steps=2,
+            width=64,
+            height=64,
+            lora_rank=4,
+            learning_rate=0.02,
+            seed=seed,
+            lora_name=lora_name,
         ),  # fmt: skip
         node("pos", "CLIPTextEncode", (780, 0), (300, 110), text="a red cube"),
         node("neg", "CLIPTextEncode", (780, 150), (300, 110), text=""),
@@ -157,7 +176,13 @@ def test_charts_draw_live_and_survive_reopening_in_both_node_modes(server, tmp_p
                 "shot": str(shots_dir / f"workflow-{mode}.png"),
             }
         )
-    job = {"url": server + "/", "chromium": CHROMIUM, "playwright": PLAYWRIGHT, "scale": 2, "workflows": workflows}
+    job = {
+        "url": server + "/",
+        "chromium": CHROMIUM,
+        "playwright": PLAYWRIGHT,
+        "scale": 2,
+        "workflows": workflows,
+    }
     result = run_driver(job, tmp_path, timeout=900)
 
     assert result["extensionLoaded"], "the frontend did not load web/normguard.js"
@@ -169,7 +194,9 @@ def test_charts_draw_live_and_survive_reopening_in_both_node_modes(server, tmp_p
         assert wf["done"] == {"kind": "success", "detail": None}, wf["done"]
         charts = wf["chartsAfter"]
         graph, base, tuned, train = (charts[keys[k]] for k in ("graph", "p_base", "p_tuned", "train"))
-        assert all(c["visible"] and c["width"] > 100 and c["height"] > 100 for c in (graph, base, tuned, train))
+        assert all(
+            c["visible"] and c["width"] > 100 and c["height"] > 100 for c in (graph, base, tuned, train)
+        )
         # one point per sampler step for each run, in both panels; the reference dashed beside it
         assert points(graph) == {
             ("‖v‖ per step", "base"): STEPS,
@@ -187,11 +214,15 @@ def test_charts_draw_live_and_survive_reopening_in_both_node_modes(server, tmp_p
             assert train_points[next(k for k in train_points if k[1] == metric)] == ITERATIONS, train_points
         assert train_points[("rho", "rho_mean")] == ITERATIONS + 1
         # live: the trainer's curves grew while the prompt was still running
-        seen_train = [points(s["charts"][keys["train"]]) for s in wf["timeline"] if keys["train"] in s["charts"]]
+        seen_train = [
+            points(s["charts"][keys["train"]]) for s in wf["timeline"] if keys["train"] in s["charts"]
+        ]
         partial = {p.get(("reward", "reward_mean"), 0) for p in seen_train}
         assert 1 in partial, f"{mode}: no live trainer update seen: {sorted(partial)}"
         # live: the probe charts received per-step points before their runs finished
-        seen_probe = [points(s["charts"][keys["p_tuned"]]) for s in wf["timeline"] if keys["p_tuned"] in s["charts"]]
+        seen_probe = [
+            points(s["charts"][keys["p_tuned"]]) for s in wf["timeline"] if keys["p_tuned"] in s["charts"]
+        ]
         assert any(0 < p.get(("‖v‖ per step", "tuned"), 0) <= STEPS for p in seen_probe)
         # saved and reopened: the same points again, drawn from the node properties
         reopened = wf["chartsReopened"]
