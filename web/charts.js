@@ -56,8 +56,8 @@ export function niceTicks(min, max, { count = 5, integer = false } = {}) {
   }
   let step = niceStep(max - min, count);
   if (integer) step = Math.max(1, Math.round(step));
-  const lo = Math.floor(min / step + 1e-9) * step;
-  const hi = Math.ceil(max / step - 1e-9) * step;
+  const lo = roundTo(Math.floor(min / step + 1e-9) * step, step);
+  const hi = roundTo(Math.ceil(max / step - 1e-9) * step, step);
   const ticks = [];
   for (let i = 0; lo + i * step <= hi + step * 1e-9; i++) ticks.push(roundTo(lo + i * step, step));
   return { min: lo, max: hi, step, ticks };

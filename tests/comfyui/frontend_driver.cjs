@@ -59,14 +59,18 @@ async function main() {
     result.extensionLoaded = await page.evaluate(() =>
       (window.app.extensionManager?.extensions ?? window.app.extensions ?? []).some((e) => e.name === "normguard.charts"),
     );
-    await page.evaluate(() => window.app.extensionManager.setting.set("Comfy.Minimap.Visible", false));
+    await page.evaluate(async () => {
+      const settings = window.app.extensionManager.setting;
+      await settings.set("Comfy.Minimap.Visible", false);
+      await settings.set("LiteGraph.Canvas.MinFontSizeForLOD", 0); // readable text in zoomed-out shots
+    });
 
     for (const wf of job.workflows) {
       const out = { name: wf.name };
       result.workflows.push(out);
       await runWorkflow(page, wf, out);
     }
-    if (job.page_shot) await page.screenshot({ path: job.page_shot });
+    if (job.templates_shot) await templatesDialog(page, job.templates_shot);
   } catch (e) {
     result.driverError = String(e && e.stack ? e.stack : e);
   } finally {
@@ -139,18 +143,24 @@ async function runWorkflow(page, wf, out) {
   if (wf.save_graph) fs.writeFileSync(wf.save_graph, JSON.stringify(loaded.graph, null, 1));
   await fitView(page);
   out.chartsBefore = await readCharts(page);
+  if (wf.prompt) out.apiPrompt = await page.evaluate(async () => (await window.app.graphToPrompt()).output);
 
   if (wf.queue) {
     await page.evaluate(() => {
       window.__ngDone = null;
+      window.__ngEvents = [];
+      if (window.__ngListening) return;
+      window.__ngListening = true;
       const api = window.app.api;
       const done = (kind) => (e) => (window.__ngDone = window.__ngDone || { kind, detail: e.detail });
       api.addEventListener("execution_success", done("success"));
       api.addEventListener("execution_error", done("error"));
       api.addEventListener("execution_interrupted", done("interrupted"));
-      window.__ngEvents = [];
       for (const type of ["normguard.probe.step", "normguard.probe", "normguard.train"]) {
-        api.addEventListener(type, (e) => window.__ngEvents.push({ type, node: e.detail.node, label: e.detail.label, step: e.detail.step, phase: e.detail.phase }));
+        api.addEventListener(type, (e) => {
+          const { node, label, step, phase } = e.detail;
+          window.__ngEvents.push({ type, node, label, step, phase });
+        });
       }
     });
     const t0 = Date.now();
@@ -192,6 +202,18 @@ async function runWorkflow(page, wf, out) {
     return null;
   });
   out.chartsReopened = await readCharts(page);
+}
+
+/** Opens the template browser on this pack's category (its thumbnails load from workflows/). */
+async function templatesDialog(page, file) {
+  for (let i = 0; i < 3; i++) await page.keyboard.press("Escape"); // other dialogs, toasts
+  await page.evaluate(() => window.app.extensionManager.command.execute("Comfy.BrowseTemplates"));
+  await page.waitForTimeout(2500);
+  const dialog = page.getByRole("dialog").filter({ hasText: "normguard" }).last();
+  await dialog.getByText("normguard", { exact: true }).first().dispatchEvent("click");
+  await page.waitForTimeout(2500);
+  await page.screenshot({ path: file, type: "jpeg", quality: 80, scale: "css" });
+  await page.keyboard.press("Escape");
 }
 
 async function fitView(page) {

@@ -19,6 +19,7 @@ import os
 import random
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,12 @@ CHROMIUM = os.environ.get("NORMGUARD_CHROMIUM", "/usr/bin/chromium")
 PLAYWRIGHT = os.environ.get("PLAYWRIGHT_CORE_PATH", "/work/pwtools/node_modules/playwright-core")
 NODE = shutil.which("node")
 STEPS = 6  # sampler steps of the probed runs
+MODES = ("classic", "vue")  # LiteGraph canvas nodes, Vue nodes (setting Comfy.VueNodes.Enabled)
+EXAMPLES = sorted((REPO / "workflows").glob("*.json"))
+DOCS = os.environ.get("NORMGUARD_SCREENSHOTS") == "docs"
+# screenshots (README, template thumbnails): (node, the whole node or its chart only) per mode
+SHOTS = {"classic": [("graph", "node"), ("graph", "chart"), ("train", "chart")], "vue": [("p_tuned", "node")]}
+NAMES = {"graph": "norm-graph", "train": "trainer", "p_tuned": "probe"}
 ITERATIONS = 2  # trainer iterations (an evaluation after each, and one of the base model)
 
 
@@ -150,83 +157,138 @@ def our_errors(result: dict) -> list:
 
 @pytest.fixture(scope="module")
 def shots_dir(tmp_path_factory) -> Path:
-    if os.environ.get("NORMGUARD_SCREENSHOTS") == "docs":
+    if DOCS:
         target = REPO / "docs" / "images"
         target.mkdir(parents=True, exist_ok=True)
         return target
     return tmp_path_factory.mktemp("screenshots")
 
 
-def test_charts_draw_live_and_survive_reopening_in_both_node_modes(server, tmp_path, shots_dir):
+@pytest.fixture(scope="module")
+def browser(server, shots_dir, tmp_path_factory) -> dict:
+    """One browser session: the e2e workflow queued in each node mode, then every example opened."""
     seed = random.randrange(10**6)  # a fresh run: nothing may come from ComfyUI's output cache
     workflows = []
-    for mode in ("classic", "vue"):
+    for i, mode in enumerate(MODES):
         shots = [
-            {"node": n, "what": "node", "zoom": 1, "file": str(shots_dir / f"{name}-{mode}.png")}
-            for n, name in (("graph", "norm-graph"), ("train", "trainer"), ("p_tuned", "probe"))
+            {"node": key, "what": what, "zoom": 1, "file": str(shots_dir / f"{NAMES[key]}-{what}-{mode}.png")}
+            for key, what in SHOTS[mode]
         ]
+        spec = e2e_spec(f"e2e_{mode}_{seed}", seed + i)
         workflows.append(
-            {
-                "name": f"e2e-{mode}",
-                "mode": mode,
-                "spec": e2e_spec(f"e2e_{mode}_{seed}", seed + (mode == "vue")),
-                "queue": True,
-                "timeoutMs": 400_000,
-                "shots": shots,
-                "shot": str(shots_dir / f"workflow-{mode}.png"),
-            }
+            {"name": mode, "mode": mode, "spec": spec, "queue": True, "timeoutMs": 400_000, "shots": shots}
         )
+    for path in EXAMPLES:
+        graph = json.loads(path.read_text(encoding="utf-8"))
+        workflows.append({"name": path.stem, "mode": "vue", "graph": graph, "prompt": True})
     job = {
         "url": server + "/",
         "chromium": CHROMIUM,
         "playwright": PLAYWRIGHT,
         "scale": 2,
         "workflows": workflows,
+        "templates_shot": str(shots_dir / "templates.jpg"),
     }
-    result = run_driver(job, tmp_path, timeout=900)
+    t0 = time.time()
+    result = run_driver(job, tmp_path_factory.mktemp("driver"), timeout=900)
+    result["seconds"] = time.time() - t0
+    if DOCS:
+        shrink_images(shots_dir, REPO / "workflows")
+    return result
 
-    assert result["extensionLoaded"], "the frontend did not load web/normguard.js"
-    assert not our_errors(result), our_errors(result)
-    for wf in result["workflows"]:
-        mode, keys = wf["mode"], wf["keys"]
-        assert wf["vueNodes"] == (mode == "vue")
-        assert wf["missing"] == []
-        assert wf["done"] == {"kind": "success", "detail": None}, wf["done"]
-        charts = wf["chartsAfter"]
-        graph, base, tuned, train = (charts[keys[k]] for k in ("graph", "p_base", "p_tuned", "train"))
-        assert all(
-            c["visible"] and c["width"] > 100 and c["height"] > 100 for c in (graph, base, tuned, train)
-        )
-        # one point per sampler step for each run, in both panels; the reference dashed beside it
-        assert points(graph) == {
-            ("‖v‖ per step", "base"): STEPS,
-            ("‖v‖ per step", "base ref"): STEPS,
-            ("‖v‖ per step", "tuned"): STEPS,
-            ("‖v‖ per step", "tuned ref"): STEPS,
-            ("‖v‖ / ‖v_ref‖", "base"): STEPS,
-            ("‖v‖ / ‖v_ref‖", "tuned"): STEPS,
-        }, (mode, graph["drawn"])
-        assert points(base)[("‖v‖ per step", "base")] == STEPS
-        assert points(tuned)[("‖v‖ / ‖v_ref‖", "tuned")] == STEPS
-        # trainer: one point per iteration, rho_mean at every evaluation (and of the base model)
-        train_points = points(train)
-        for metric in ("reward_mean", "loss", "loss_base", "penalty", "train_rho"):
-            assert train_points[next(k for k in train_points if k[1] == metric)] == ITERATIONS, train_points
-        assert train_points[("rho", "rho_mean")] == ITERATIONS + 1
-        # live: the trainer's curves grew while the prompt was still running
-        seen_train = [
-            points(s["charts"][keys["train"]]) for s in wf["timeline"] if keys["train"] in s["charts"]
-        ]
-        partial = {p.get(("reward", "reward_mean"), 0) for p in seen_train}
-        assert 1 in partial, f"{mode}: no live trainer update seen: {sorted(partial)}"
-        # live: the probe charts received per-step points before their runs finished
-        seen_probe = [
-            points(s["charts"][keys["p_tuned"]]) for s in wf["timeline"] if keys["p_tuned"] in s["charts"]
-        ]
-        assert any(0 < p.get(("‖v‖ per step", "tuned"), 0) <= STEPS for p in seen_probe)
-        # saved and reopened: the same points again, drawn from the node properties
-        reopened = wf["chartsReopened"]
-        for k in ("graph", "p_base", "p_tuned", "train"):
-            assert points(reopened[keys[k]]) == points(charts[keys[k]]), (mode, k)
-    for shot in shots_dir.glob("*.png"):
-        assert shot.stat().st_size > 2000, f"{shot} looks empty"
+
+def shrink_images(shots: Path, workflows: Path) -> None:
+    """Screenshots for the repository as 256-colour PNGs, and the template browser's thumbnails
+    (<workflow name>.jpg, shown in a square card) from the classic-mode charts."""
+    from PIL import Image
+
+    for png in shots.glob("*.png"):
+        Image.open(png).convert("RGB").quantize(256).save(png, optimize=True)
+    trainer, graph = (
+        Image.open(shots / f"{n}-chart-classic.png").convert("RGB") for n in ("trainer", "norm-graph")
+    )
+    for path, charts in zip(EXAMPLES, ([trainer], [graph], [trainer, graph]), strict=True):
+        width, height = sum(c.width for c in charts), max(c.height for c in charts)
+        side = max(width, height)
+        card = Image.new("RGB", (side, side), (30, 30, 34))
+        x = (side - width) // 2
+        for chart in charts:
+            card.paste(chart, (x, (side - chart.height) // 2))
+            x += chart.width
+        card.resize((512, 512), Image.LANCZOS).save(workflows / f"{path.stem}.jpg", quality=85, optimize=True)
+
+
+def run(browser: dict, mode: str) -> dict:
+    return next(w for w in browser["workflows"] if w["name"] == mode)
+
+
+def test_the_extension_loads_without_errors(browser):
+    assert browser["extensionLoaded"], "the frontend did not load web/normguard.js"
+    assert not our_errors(browser), our_errors(browser)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_charts_draw_one_point_per_step_and_iteration(browser, mode):
+    wf = run(browser, mode)
+    keys = wf["keys"]
+    assert wf["vueNodes"] == (mode == "vue")
+    assert wf["missing"] == []
+    assert wf["done"] == {"kind": "success", "detail": None}, wf["done"]
+    charts = wf["chartsAfter"]
+    graph, base, tuned, train = (charts[keys[k]] for k in ("graph", "p_base", "p_tuned", "train"))
+    for chart in (graph, base, tuned, train):
+        assert chart["visible"] and chart["width"] > 100 and chart["height"] > 100, chart
+    # one point per sampler step for each run, in both panels; the reference dashed beside it
+    assert points(graph) == {
+        ("‖v‖ per step", "base"): STEPS,
+        ("‖v‖ per step", "base ref"): STEPS,
+        ("‖v‖ per step", "tuned"): STEPS,
+        ("‖v‖ per step", "tuned ref"): STEPS,
+        ("‖v‖ / ‖v_ref‖", "base"): STEPS,
+        ("‖v‖ / ‖v_ref‖", "tuned"): STEPS,
+    }, graph["drawn"]
+    assert points(base)[("‖v‖ / ‖v_ref‖", "base")] == STEPS
+    assert points(tuned)[("‖v‖ / ‖v_ref‖", "tuned")] == STEPS
+    # the trainer: one point per iteration; rho_mean per evaluation (the base model's at 0 too)
+    expected = {("reward", "reward_mean"), ("loss", "loss"), ("loss", "loss_base"), ("penalty", "penalty")}
+    expected.add(("rho", "train_rho"))
+    assert {k: v for k, v in points(train).items() if k in expected} == dict.fromkeys(expected, ITERATIONS)
+    assert points(train)[("rho", "rho_mean")] == points(train)[("reward", "eval_reward")] == ITERATIONS + 1
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_charts_update_live_while_the_prompt_runs(browser, mode):
+    wf = run(browser, mode)
+    keys = wf["keys"]
+    during = [s["charts"] for s in wf["timeline"][:-1]]  # samples taken before the prompt finished
+    rewards = {points(c[keys["train"]]).get(("reward", "reward_mean"), 0) for c in during}
+    assert 1 in rewards, f"no trainer update between iterations: {sorted(rewards)}"
+    # every sampler step reached the probe nodes as an event of their own
+    steps = [e for e in wf["events"] if e["type"] == "normguard.probe.step"]
+    for probe in ("p_base", "p_tuned"):
+        assert [e["step"] for e in steps if e["node"] == keys[probe]] == list(range(STEPS))
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_charts_survive_saving_and_reopening(browser, mode):
+    wf = run(browser, mode)
+    for key in ("graph", "p_base", "p_tuned", "train"):
+        node_id = wf["keys"][key]
+        assert points(wf["chartsReopened"][node_id]) == points(wf["chartsAfter"][node_id]), key
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
+def test_examples_open_without_missing_nodes_and_convert_like_the_frontend(browser, path, comfy):
+    from .ui_workflow import to_api
+
+    wf = run(browser, path.stem)
+    assert wf["missing"] == []
+    workflow = json.loads(path.read_text(encoding="utf-8"))
+    charted = [
+        n
+        for n in workflow["nodes"]
+        if n["type"] in ("VelocityNormProbe", "VelocityNormGraph", "NormGuardTrainLoRA")
+    ]
+    assert len(wf["chartsBefore"]) == len(charted) and all(c["visible"] for c in wf["chartsBefore"].values())
+    frontend = {k: {"class_type": v["class_type"], "inputs": v["inputs"]} for k, v in wf["apiPrompt"].items()}
+    assert to_api(workflow, comfy.get("/object_info")) == frontend  # the frontend's own graphToPrompt
