@@ -184,6 +184,11 @@ export function addProbeRun(runs, series, max = MAX_PROBE_RUNS) {
   return [...rest, run].slice(-max);
 }
 
+/** The runs with none left live (the prompt ended, finished or not): `runs` itself if none was. */
+export function endLiveRuns(runs) {
+  return runs.some((r) => r.live) ? runs.map((r) => (r.live ? { ...r, live: false } : r)) : runs;
+}
+
 /** Whether two runs hold the same points (a run seen live and again in the graph's output). */
 export function sameRun(a, b) {
   return a.node === b.node && a.label === b.label && PROBE_KEYS.every((k) => JSON.stringify(a[k]) === JSON.stringify(b[k]));

@@ -9,6 +9,7 @@ import {
   addTrainEvent,
   chartOps,
   emptyHistory,
+  endLiveRuns,
   probeLegend,
   probePanels,
   probeRun,
@@ -169,6 +170,14 @@ function onProbeRun({ detail }) {
   }
 }
 
+/** A prompt ended (also cancelled or failed): no probe run is live any more. */
+function onPromptEnd() {
+  for (const node of app.graph?._nodes ?? []) {
+    const runs = node.properties?.[RUNS];
+    if (runs && endLiveRuns(runs) !== runs) setProperty(node, RUNS, endLiveRuns(runs));
+  }
+}
+
 function onTrain({ detail }) {
   const node = detail?.node == null ? null : app.graph?.getNodeById(String(detail.node));
   if (node?.comfyClass !== TRAIN) return;
@@ -182,6 +191,9 @@ app.registerExtension({
     api.addEventListener("normguard.probe.step", onProbeStep);
     api.addEventListener("normguard.probe", onProbeRun);
     api.addEventListener("normguard.train", onTrain);
+    for (const type of ["execution_success", "execution_error", "execution_interrupted"]) {
+      api.addEventListener(type, onPromptEnd);
+    }
     // the ETA counts down between iterations
     setInterval(() => {
       for (const n of app.graph?._nodes ?? []) {

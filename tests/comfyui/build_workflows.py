@@ -126,8 +126,7 @@ the `CLIP-ViT-H-14-laion2B-s32B-b79K` processor folder. Any other *NormGuard Rew
 **Run**: the chart on the trainer shows reward, loss, the NormGuard penalty and rho = ||v|| / ||v_ref||
 per iteration (ETA on top). `normguard_weight` 0 turns the penalty off. The LoRA is saved into
 `models/loras/<lora_name>.safetensors`; Cancel keeps the last checkpoint, queue again to resume.
-About 40 GB of GPU memory at these settings; lower `group_size` or raise
-`micro_batch_size`/`gradient_checkpointing` in the options node when memory runs out.
+Out of memory: lower `micro_batch_size` in the options node, then `group_size` or the image size.
 """
 
 COMPARE_NOTE = """

@@ -8,6 +8,7 @@ import {
   addTrainEvent,
   chartOps,
   emptyHistory,
+  endLiveRuns,
   etaSeconds,
   fitTicks,
   formatDuration,
@@ -117,6 +118,14 @@ test("live points grow a run; the finished run replaces it; the next step 0 star
   assert.equal(runs.length, 2, "a new run is overlaid on the previous one");
   for (let i = 0; i < 6; i++) runs = addProbeRun(runs, series(5, "base", [i]), 4);
   assert.equal(runs.length, 4, "older runs drop out");
+});
+
+test("a prompt that ends mid-run leaves no run live", () => {
+  const live = addProbePoint([], { node: 5, label: "base", steps: 6, step: 0, norm: 1 });
+  const ended = endLiveRuns(live);
+  assert.equal(ended[0].live, false);
+  assert.deepEqual(ended[0].norm, [1]);
+  assert.equal(endLiveRuns(ended), ended, "nothing to change: the same array");
 });
 
 test("runs compare by their points; duplicate labels are numbered", () => {
