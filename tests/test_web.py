@@ -12,7 +12,9 @@ WEB = Path(__file__).resolve().parents[1] / "web"
 NODE = shutil.which("node")
 
 
-@pytest.mark.skipif(NODE is None, reason="node (Node.js >= 20) is not on PATH; web/tests need its test runner")
+@pytest.mark.skipif(
+    NODE is None, reason="node (Node.js >= 20) is not on PATH; web/tests need its test runner"
+)
 def test_chart_functions_pass_node_test():
     proc = subprocess.run(
         [NODE, "--test", str(WEB / "tests")], capture_output=True, text=True, timeout=120, cwd=WEB
