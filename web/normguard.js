@@ -126,9 +126,14 @@ function addChart(node, minHeight) {
   const schedule = () => {
     if (!frame) frame = requestAnimationFrame(() => ((frame = 0), draw()));
   };
-  new ResizeObserver(schedule).observe(box);
-  node.normguardChart = { canvas, draw, schedule };
-  return widget;
+  const observer = new ResizeObserver(schedule);
+  observer.observe(box);
+  const onRemove = widget.onRemove;
+  widget.onRemove = function () {
+    observer.disconnect();
+    return onRemove?.apply(this, arguments);
+  };
+  node.normguardChart = { schedule };
 }
 
 function setProperty(node, key, value) {
