@@ -14,6 +14,8 @@ import sys
 from importlib import import_module
 
 __version__ = "0.1.0"
+# ComfyUI serves this folder at /extensions/<pack folder>/ and the frontend imports every .js in it
+WEB_DIRECTORY = "./web"
 
 _PUBLIC = {
     "normguard_penalty": ".trainer.penalty",

@@ -27,9 +27,13 @@ frontend with `api.addEventListener(name, e => e.detail)`):
     end:        {status ("finished", "interrupted", "stopped: ..."), iteration, lora (file name in
                  the loras folder)}
 - "normguard.probe", from a VelocityNormProbe'd MODEL at the end of every sampling run:
-    {label, reference, rescale, step: [...], sigma: [...], evals: [...], norm: [...],
-     norm_cond: [...], norm_uncond: [...], norm_ref: [...], ratio: [...], norm_samples: [[...]],
-     ratio_samples: [[...]]}  (one entry per sampler step; null where not measured)
+    {label, node (the probe node's id), reference, rescale, step: [...], sigma: [...], evals: [...],
+     norm: [...], norm_cond: [...], norm_uncond: [...], norm_ref: [...], ratio: [...],
+     norm_samples: [[...]], ratio_samples: [[...]]}  (one entry per sampler step; null where not
+     measured). VelocityNormGraph's ui output "normguard_probe" is the list of these for its logs.
+- "normguard.probe.step", from the same MODEL after every sampler step (a live chart point):
+    {node, label, steps (the run's step count), step, evals, sigma, norm, norm_cond, norm_uncond,
+     norm_ref, ratio, norm_samples, ratio_samples}
 
 Only `probe_log` is importable without ComfyUI; NormGuardExtension is resolved lazily.
 """

@@ -29,6 +29,7 @@ from .probe_log import ProbeLog
 from .types import ProbeLogType
 
 EVENT = "normguard.probe"
+STEP_EVENT = "normguard.probe.step"
 WRAPPER_KEY = "normguard_probe"
 
 
@@ -47,6 +48,12 @@ class VelocityProbe:
 
         def callback(step: int, x0: Any, x: Any, total_steps: int) -> Any:
             self.log.end_step(step)
+            point = self.log.last_step()
+            if point is not None:  # a live chart point (the full run follows in EVENT)
+                send_event(
+                    STEP_EVENT,
+                    {"node": self.log.node, "label": self.log.label, "steps": total_steps, **point},
+                )
             return original(step, x0, x, total_steps) if original is not None else None
 
         if len(args) > 5:
@@ -267,12 +274,16 @@ class VelocityNormProbe(io.ComfyNode):
                 io.String.Input("label", default="", tooltip="Name of this curve in the graph."),
             ],
             outputs=[io.Model.Output(display_name="MODEL"), ProbeLogType.Output(display_name="probe_log")],
+            hidden=[io.Hidden.unique_id],
+            # its log names this node, so its cached output must not serve another node (ComfyUI 0.33
+            # keys the cache by node id for V1 hidden UNIQUE_ID, but not for V3's; this flag does)
+            not_idempotent=True,
         )
 
     @classmethod
     def execute(cls, model, rescale=False, label="", reference=None) -> io.NodeOutput:
         label = label.strip() or ("rescaled" if rescale else "model")
-        log = ProbeLog(label=label, has_reference=reference is not None, rescale=rescale)
+        log = ProbeLog(label, reference is not None, rescale, node=cls.hidden.unique_id)
         return io.NodeOutput(probed_model(model, reference, log, rescale), log)
 
 
@@ -295,6 +306,14 @@ class VelocityNormGraph(io.ComfyNode):
                 ProbeLogType.Input("probe_log_2", optional=True),
                 ProbeLogType.Input("probe_log_3", optional=True),
                 ProbeLogType.Input("probe_log_4", optional=True),
+                *(
+                    io.Latent.Input(
+                        f"samples_{i}",
+                        optional=True,
+                        tooltip=f"The sampler output that probe_log_{i} observed.",
+                    )
+                    for i in (2, 3, 4)
+                ),
             ],
             outputs=[io.Image.Output(display_name="IMAGE")],
             is_output_node=True,

@@ -25,8 +25,11 @@ class ProbeLog:
     starts with `start_run()`, which drops the previous run's records.
     """
 
-    def __init__(self, label: str = "", has_reference: bool = False, rescale: bool = False):
+    def __init__(
+        self, label: str = "", has_reference: bool = False, rescale: bool = False, node: str | None = None
+    ):
         self.label = label
+        self.node = node  # the probe node's id in the graph, so the frontend can find its chart
         self.has_reference = has_reference
         self.rescale = rescale
         self.runs = 0  # sampling runs seen (across the cached lifetime)
@@ -73,10 +76,22 @@ class ProbeLog:
         self._steps = []
 
     # --- reading ----------------------------------------------------------------------------------
+    def last_step(self) -> dict[str, Any] | None:
+        """The record of the step `end_step` closed last (a live chart point; it reads the step's
+        norms, so on a GPU it waits for that step's evaluation to finish)."""
+        if not self._open or not self._steps:
+            return None
+        return _record(*self._steps[-1])
+
     def series(self) -> dict[str, Any]:
         """Per-step columns (JSON-ready): step, sigma, evals, norm, norm_cond, norm_uncond, norm_ref,
         ratio (None where a quantity was not measured) and the per-sample values of norm/ratio."""
-        cols: dict[str, Any] = {"label": self.label, "reference": self.has_reference, "rescale": self.rescale}
+        cols: dict[str, Any] = {
+            "label": self.label,
+            "node": self.node,
+            "reference": self.has_reference,
+            "rescale": self.rescale,
+        }
         for key in ("step", "sigma", "evals", *NORM_KEYS, "ratio", "norm_samples", "ratio_samples"):
             cols[key] = [r.get(key) for r in self.records]
         return cols

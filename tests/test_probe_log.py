@@ -92,3 +92,22 @@ def test_evaluations_outside_a_run_are_ignored():
     log.end_step(0)
     log.finish_run()
     assert log.records == [] and log.runs == 0
+
+
+def test_live_step_points_equal_the_finished_records():
+    log = ProbeLog("live", has_reference=True, node="12")
+    assert log.last_step() is None
+    log.start_run()
+    live = []
+    sigmas = [1.0, 0.5, 0.0]
+    for i in range(len(sigmas) - 1):
+        log.add_eval(torch.tensor([sigmas[i]] * 2), norms(10 + i, ref=5.0))
+        log.end_step(i)
+        live.append(log.last_step())
+        if sigmas[i + 1] > 0:
+            log.add_eval(torch.tensor([sigmas[i + 1]] * 2), norms(100 + i, ref=5.0))
+    log.finish_run()
+    assert log.last_step() is None, "no live point outside a run"
+    assert [p["norm"] for p in live] == [r["norm"] for r in log.records] == [10.0, 11.0]
+    assert [p["ratio"] for p in live] == pytest.approx([2.0, 2.2])
+    assert log.series()["node"] == "12"

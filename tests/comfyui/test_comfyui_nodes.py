@@ -184,6 +184,43 @@ def test_probe_records_one_value_per_step_heun_cfg3_batch2(comfy, server, traine
     assert again["step"] == [0, 1, 2, 3] and again["norm"] != same["norm"]
 
 
+def test_probe_events_name_their_node_live_and_per_run(comfy, server):
+    """A live point per step, then the run; both name the probe node, also when an identical probe
+    under another node id could have been served from the output cache."""
+    for probe_id in ("probe_a", "probe_b"):
+        g = loaders("sd3")
+        g[probe_id] = {
+            "class_type": "VelocityNormProbe",
+            "inputs": {"model": ["unet", 0], "reference": ["unet", 0], "rescale": False, "label": "ids"},
+        }
+        sample(
+            g,
+            "sd3",
+            [probe_id, 0],
+            f"ids_{probe_id}",
+            sampler="heun",
+            steps=3,
+            seed=len(probe_id) + ord(probe_id[-1]),
+        )
+        g["graph"] = {
+            "class_type": "VelocityNormGraph",
+            "inputs": {"samples": ["ks", 0], "probe_log": [probe_id, 1]},
+        }
+        events = EventStream(server, comfy.client_id)
+        seen: list[dict] = []
+        reader = threading.Thread(target=events.collect, args=(seen,), daemon=True)
+        reader.start()
+        out = comfy.run(g)
+        events.close()
+        reader.join(timeout=5)
+        steps = [m["data"] for m in seen if m.get("type") == "normguard.probe.step"]
+        runs = [m["data"] for m in seen if m.get("type") == "normguard.probe"]
+        assert [p["step"] for p in steps] == [0, 1, 2] and all(p["steps"] == 3 for p in steps)
+        assert [p["node"] for p in steps + runs] == [probe_id] * 4
+        assert [p["norm"] for p in steps] == runs[0]["norm"], "live points equal the finished run"
+        assert out["graph"]["normguard_probe"][0]["node"] == probe_id
+
+
 def test_probe_with_a_reference_of_its_own_weights(comfy, output_dir):
     """A reference loaded separately (here the same file stored in fp8) is loaded beside the model."""
     g = loaders("sd3")

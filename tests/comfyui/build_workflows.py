@@ -1,0 +1,262 @@
+"""Builds the example workflows of workflows/ in ComfyUI's real frontend (UI format, as "Save" writes).
+
+The nodes are created from the node definitions of a running ComfyUI that has this pack, so every
+widget value lands where the frontend puts it. Rerun after changing a spec here:
+
+    python tests/comfyui/build_workflows.py http://127.0.0.1:8188   (node, Chromium, playwright-core
+    as for test_frontend.py)
+
+test_workflows.py checks the files against /object_info and runs them on the tiny kit.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+OUT = REPO / "workflows"
+
+CHECKPOINT = "sd3.5_medium.safetensors"
+TEXT_ENCODERS = ("clip_g.safetensors", "clip_l.safetensors", "t5xxl_fp16.safetensors")
+TRAIN_PROMPTS = "\n".join(
+    [
+        "a photo of a red fox in the snow",
+        "a watercolor painting of a lighthouse at dawn",
+        "a bowl of ramen on a wooden table, studio lighting",
+        "an astronaut riding a horse on the moon",
+        "a cozy reading nook with a cat, warm light",
+        "a futuristic city street at night in the rain",
+    ]
+)
+NOTE_COLOR = ("#432", "#653")
+
+
+def node(key: str, type_: str, col: int, size=None, **widgets) -> dict:
+    spec = {"key": key, "type": type_, "col": col, "widgets": widgets}
+    if size:
+        spec["size"] = list(size)
+    return spec
+
+
+def note(key: str, col: int, text: str, size=(420, 330)) -> dict:
+    return {**node(key, "MarkdownNote", col, size, text=text.strip()), "color": list(NOTE_COLOR)}
+
+
+def loaders(col: int = 0) -> list[dict]:
+    return [
+        node("ckpt", "CheckpointLoaderSimple", col, ckpt_name=CHECKPOINT),
+        node(
+            "clip",
+            "TripleCLIPLoader",
+            col,
+            clip_name1=TEXT_ENCODERS[0],
+            clip_name2=TEXT_ENCODERS[1],
+            clip_name3=TEXT_ENCODERS[2],
+        ),  # fmt: skip
+    ]
+
+
+def train_options(col: int) -> dict:
+    return node("options", "NormGuardTrainOptions", col, eval_every=10, eval_samples=8, checkpoint_every=10)
+
+
+def trainer(key: str, col: int, lora_name: str, weight: float, iterations: int) -> dict:
+    return node(
+        key, "NormGuardTrainLoRA", col, (460, 0), prompts=TRAIN_PROMPTS, method="nft", normguard_weight=weight,
+        iterations=iterations, group_size=8, sample_steps=10, cfg=1.0, width=512, height=512, lora_rank=16,
+        learning_rate=1e-4, seed=0, control_after_generate="fixed", lora_name=lora_name,
+    )  # fmt: skip
+
+
+def sampling(col: int, prefix: str, models: list[tuple[str, str]], seed: int = 42) -> tuple[list, list]:
+    """Prompt, latent and one probe -> KSampler -> VAEDecode -> SaveImage per model, into one graph.
+    `models` = [(key of the MODEL source node, curve label)]."""
+    nodes = [
+        node(
+            "pos", "CLIPTextEncode", col, (400, 140), text="a photo of a red fox in the snow, highly detailed"
+        ),
+        node("neg", "CLIPTextEncode", col, (400, 100), text=""),
+        node("latent", "EmptySD3LatentImage", col, width=1024, height=1024, batch_size=1),
+    ]
+    links = [("clip", 0, "pos", "clip"), ("clip", 0, "neg", "clip")]
+    for i, (source, label) in enumerate(models):
+        p, ks, dec, save = f"probe_{i}", f"ks_{i}", f"decode_{i}", f"save_{i}"
+        nodes += [node(p, "VelocityNormProbe", col + 1, (380, 0), label=label)]
+        nodes += [
+            node(
+                ks,
+                "KSampler",
+                col + 2,
+                seed=seed,
+                control_after_generate="fixed",
+                steps=28,
+                cfg=4.5,
+                sampler_name="euler",
+                scheduler="sgm_uniform",
+            ),  # fmt: skip
+            node(dec, "VAEDecode", col + 3),
+            node(save, "SaveImage", col + 3, (300, 340), filename_prefix=f"normguard/{prefix}_{i}"),
+        ]
+        links += [
+            (source, 0, p, "model"), ("ckpt", 0, p, "reference"),
+            (p, 0, ks, "model"), ("pos", 0, ks, "positive"), ("neg", 0, ks, "negative"),
+            ("latent", 0, ks, "latent_image"), (ks, 0, dec, "samples"), ("ckpt", 2, dec, "vae"),
+            (dec, 0, save, "images"),
+        ]  # fmt: skip
+        suffix = "" if i == 0 else f"_{i + 1}"
+        links += [(ks, 0, "graph", f"samples{suffix}"), (p, 1, "graph", f"probe_log{suffix}")]
+    nodes.append(node("graph", "VelocityNormGraph", col + 4, (520, 0)))
+    return nodes, links
+
+
+TRAIN_NOTE = """
+## Train a NormGuard LoRA on SD3.5 Medium
+
+**Models** (ComfyUI `models/` folder): `checkpoints/sd3.5_medium.safetensors`;
+`text_encoders/clip_g.safetensors`, `clip_l.safetensors`, `t5xxl_fp16.safetensors`.
+
+**Reward**: PickScore needs `models/rewards/PickScore_v1` (the `yuvalkirstain/PickScore_v1` files) and
+the `CLIP-ViT-H-14-laion2B-s32B-b79K` processor folder. Any other *NormGuard Reward* node fits the
+`reward` input; combine several with *NormGuard Reward Combine*. JPEG (in)compressibility needs no files.
+
+**Run**: the chart on the trainer shows reward, loss, the NormGuard penalty and rho = ||v|| / ||v_ref||
+per iteration (ETA on top). `normguard_weight` 0 turns the penalty off. The LoRA is saved into
+`models/loras/<lora_name>.safetensors`; Cancel keeps the last checkpoint, queue again to resume.
+Out of memory: lower `micro_batch_size` in the options node, then `group_size` or the image size.
+"""
+
+COMPARE_NOTE = """
+## Base vs tuned: velocity norm per step
+
+Samples one prompt with the base model and with the LoRA trained by workflow 1 (same seed). Each
+*Velocity Norm Probe* records ||v|| per sampler step and, with the base model as `reference`, the ratio
+||v|| / ||v_ref||. The probes draw live while sampling; the *Velocity Norm Graph* overlays both runs
+(ratio 1 = the base model's norm).
+
+Pick your LoRA in *NormGuard LoRA Loader* (models/loras).
+"""
+
+ON_OFF_NOTE = """
+## NormGuard on vs off (same seeds)
+
+Trains two LoRAs with identical settings and seed: `normguard_weight` 1.0 and 0.0. The JPEG
+incompressibility reward needs no files and is quick to hack, which makes the norm inflation easy to see.
+Then samples base, NormGuard on and NormGuard off with the same seed into one norm graph.
+
+Both trainers run one after the other in one queue; each chart updates live.
+"""
+
+
+def train_workflow() -> dict:
+    nodes = [note("note", 0, TRAIN_NOTE), *loaders(0)]
+    nodes += [
+        node(
+            "reward",
+            "NormGuardRewardPickscore",
+            1,
+            (360, 0),
+            weight=1.0,
+            path="PickScore_v1",
+            options='{"processor": "CLIP-ViT-H-14-laion2B-s32B-b79K"}',
+        ),  # fmt: skip
+        train_options(1),
+        trainer("train", 2, "sd35m_pickscore_normguard", 1.0, 300),
+        node(
+            "pos", "CLIPTextEncode", 3, (400, 140), text="a photo of a red fox in the snow, highly detailed"
+        ),
+        node("neg", "CLIPTextEncode", 3, (400, 100), text=""),
+        node("latent", "EmptySD3LatentImage", 3, width=1024, height=1024, batch_size=1),
+        node(
+            "ks",
+            "KSampler",
+            4,
+            seed=42,
+            control_after_generate="fixed",
+            steps=28,
+            cfg=4.5,
+            sampler_name="euler",
+            scheduler="sgm_uniform",
+        ),  # fmt: skip
+        node("decode", "VAEDecode", 4),
+        node("save", "SaveImage", 5, (380, 420), filename_prefix="normguard/tuned"),
+    ]
+    links = [
+        ("ckpt", 0, "train", "model"), ("clip", 0, "train", "clip"), ("ckpt", 2, "train", "vae"),
+        ("reward", 0, "train", "reward"), ("options", 0, "train", "options"),
+        ("clip", 0, "pos", "clip"), ("clip", 0, "neg", "clip"),
+        ("train", 0, "ks", "model"), ("pos", 0, "ks", "positive"), ("neg", 0, "ks", "negative"),
+        ("latent", 0, "ks", "latent_image"), ("ks", 0, "decode", "samples"), ("ckpt", 2, "decode", "vae"),
+        ("decode", 0, "save", "images"),
+    ]  # fmt: skip
+    return {"nodes": nodes, "links": [list(link) for link in links]}
+
+
+def compare_workflow() -> dict:
+    nodes = [note("note", 0, COMPARE_NOTE, (420, 260)), *loaders(0)]
+    nodes.append(
+        node(
+            "lora", "NormGuardLoraLoader", 0, lora_name="sd35m_pickscore_normguard.safetensors", strength=1.0
+        )
+    )
+    sample_nodes, links = sampling(1, "compare", [("ckpt", "base"), ("lora", "tuned")])
+    links = [("ckpt", 0, "lora", "model"), *links]
+    return {"nodes": nodes + sample_nodes, "links": [list(link) for link in links]}
+
+
+def on_off_workflow() -> dict:
+    nodes = [note("note", 0, ON_OFF_NOTE, (420, 260)), *loaders(0)]
+    nodes += [
+        node("reward", "NormGuardRewardJpegIncompressibility", 0, weight=1.0),
+        train_options(0),
+        trainer("train_on", 1, "sd35m_jpeg_normguard_on", 1.0, 100),
+        trainer("train_off", 2, "sd35m_jpeg_normguard_off", 0.0, 100),
+    ]
+    links = []
+    for t in ("train_on", "train_off"):
+        links += [
+            ("ckpt", 0, t, "model"), ("clip", 0, t, "clip"), ("ckpt", 2, t, "vae"),
+            ("reward", 0, t, "reward"), ("options", 0, t, "options"),
+        ]  # fmt: skip
+    sample_nodes, sample_links = sampling(
+        3, "on_off", [("ckpt", "base"), ("train_on", "NormGuard on"), ("train_off", "NormGuard off")]
+    )
+    return {"nodes": nodes + sample_nodes, "links": [list(link) for link in links + sample_links]}
+
+
+WORKFLOWS = {
+    "1 - Train a NormGuard LoRA (SD3.5 Medium)": train_workflow,
+    "2 - Base vs tuned velocity norms": compare_workflow,
+    "3 - NormGuard on vs off": on_off_workflow,
+}
+
+
+def main(url: str) -> None:
+    from test_frontend import CHROMIUM, PLAYWRIGHT, run_driver
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_path = Path(tmp)
+        files = {name: tmp_path / f"{i}.json" for i, name in enumerate(WORKFLOWS)}
+        job = {
+            "url": url.rstrip("/") + "/",
+            "chromium": CHROMIUM,
+            "playwright": PLAYWRIGHT,
+            "workflows": [
+                {"name": name, "mode": "classic", "spec": build(), "save_graph": str(files[name])}
+                for name, build in WORKFLOWS.items()
+            ],
+        }
+        result = run_driver(job, tmp_path, timeout=600)
+        OUT.mkdir(exist_ok=True)
+        for wf in result["workflows"]:
+            graph = json.loads(files[wf["name"]].read_text())
+            (OUT / f"{wf['name']}.json").write_text(json.dumps(graph, indent=1) + "\n")
+            print(f"wrote {wf['name']}.json ({wf['nodeCount']} nodes, missing: {wf['missing']})")
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(HERE))
+    main(sys.argv[1] if len(sys.argv) > 1 else "http://127.0.0.1:8188")

@@ -1,0 +1,294 @@
+"""The web extension in ComfyUI's real frontend (headless Chromium driven by playwright-core).
+
+One browser session opens a workflow built from the frontend's own node definitions (tiny SD3 kit):
+a NormGuard trainer whose MODEL and the base model each go through a VelocityNormProbe into a
+6-step Heun KSampler, both probe logs into one VelocityNormGraph. It queues it, samples the chart
+canvases while it runs, then saves and reopens the workflow -- in the classic LiteGraph canvas and
+in the Vue nodes mode. Every example workflow of workflows/ is opened too (no missing node types).
+
+Needs (else skipped, with the reason): COMFYUI_PATH (see conftest.py), node, a Chromium
+(NORMGUARD_CHROMIUM, default /usr/bin/chromium) and playwright-core (PLAYWRIGHT_CORE_PATH: the
+package folder, default /work/pwtools/node_modules/playwright-core). Screenshots go to a pytest
+temp folder, or to docs/images/ with NORMGUARD_SCREENSHOTS=docs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+DRIVER = HERE / "frontend_driver.cjs"
+CHROMIUM = os.environ.get("NORMGUARD_CHROMIUM", "/usr/bin/chromium")
+PLAYWRIGHT = os.environ.get("PLAYWRIGHT_CORE_PATH", "/work/pwtools/node_modules/playwright-core")
+NODE = shutil.which("node")
+STEPS = 6  # sampler steps of the probed runs
+MODES = ("classic", "vue")  # LiteGraph canvas nodes, Vue nodes (setting Comfy.VueNodes.Enabled)
+EXAMPLES = sorted((REPO / "workflows").glob("*.json"))
+DOCS = os.environ.get("NORMGUARD_SCREENSHOTS") == "docs"
+# screenshots (README, template thumbnails): (node, the whole node or its chart only) per mode
+SHOTS = {"classic": [("graph", "node"), ("graph", "chart"), ("train", "chart")], "vue": [("p_tuned", "node")]}
+NAMES = {"graph": "norm-graph", "train": "trainer", "p_tuned": "probe"}
+ITERATIONS = 2  # trainer iterations (an evaluation after each, and one of the base model)
+
+
+def _missing_tools() -> str | None:
+    if NODE is None:
+        return "node is not on PATH"
+    if not Path(CHROMIUM).is_file():
+        return f"no Chromium at {CHROMIUM} (set NORMGUARD_CHROMIUM)"
+    if not (Path(PLAYWRIGHT) / "package.json").is_file():
+        return f"no playwright-core at {PLAYWRIGHT} (set PLAYWRIGHT_CORE_PATH to the package folder)"
+    return None
+
+
+pytestmark = pytest.mark.skipif(_missing_tools() is not None, reason=str(_missing_tools()))
+
+
+def node(key: str, type_: str, pos: tuple[int, int], size=None, **widgets) -> dict:
+    spec = {"key": key, "type": type_, "pos": list(pos), "widgets": widgets}
+    if size:
+        spec["size"] = list(size)
+    return spec
+
+
+def e2e_spec(lora_name: str, seed: int) -> dict:
+    """Train (tiny) -> base and tuned model, each probed, 6-step Heun at cfg 3 -> one norm graph."""
+    nodes = [
+        node("unet", "UNETLoader", (0, 0), unet_name="tiny_sd3.safetensors"),
+        node("clip", "CLIPLoader", (0, 130), clip_name="tiny_clip_l.safetensors", type="sd3"),
+        node("vae", "VAELoader", (0, 290), vae_name="tiny_vae16.safetensors"),
+        node("reward", "NormGuardRewardJpegIncompressibility", (0, 390), weight=1.0),
+        node(
+            "options",
+            "NormGuardTrainOptions",
+            (0, 520),
+            groups_per_iteration=1,
+            train_timesteps=1,
+            micro_batch_size=2,
+            gradient_checkpointing=False,
+            eval_every=1,
+            eval_samples=1,
+            eval_few_steps=0,
+        ),  # fmt: skip
+        node(
+            "train",
+            "NormGuardTrainLoRA",
+            (330, 0),
+            (420, 900),
+            prompts="a red cube\na blue ball",
+            iterations=ITERATIONS,
+            group_size=2,
+            sample_steps=2,
+            width=64,
+            height=64,
+            lora_rank=4,
+            learning_rate=0.02,
+            seed=seed,
+            lora_name=lora_name,
+        ),  # fmt: skip
+        node("pos", "CLIPTextEncode", (780, 0), (300, 110), text="a red cube"),
+        node("neg", "CLIPTextEncode", (780, 150), (300, 110), text=""),
+        node("latent", "EmptySD3LatentImage", (780, 300), width=64, height=64, batch_size=1),
+        node("p_base", "VelocityNormProbe", (780, 450), (380, 320), label="base"),
+        node("p_tuned", "VelocityNormProbe", (780, 800), (380, 320), label="tuned"),
+    ]
+    sampler = dict(seed=seed, steps=STEPS, cfg=3.0, sampler_name="heun", scheduler="simple")
+    nodes += [
+        node("ks_base", "KSampler", (1200, 0), **sampler),
+        node("ks_tuned", "KSampler", (1200, 330), **sampler),
+        node("graph", "VelocityNormGraph", (1530, 0), (460, 560)),
+    ]
+    links = [
+        ("clip", 0, "pos", "clip"), ("clip", 0, "neg", "clip"),
+        ("unet", 0, "train", "model"), ("clip", 0, "train", "clip"), ("vae", 0, "train", "vae"),
+        ("reward", 0, "train", "reward"), ("options", 0, "train", "options"),
+        ("unet", 0, "p_base", "model"), ("unet", 0, "p_base", "reference"),
+        ("train", 0, "p_tuned", "model"), ("unet", 0, "p_tuned", "reference"),
+    ]  # fmt: skip
+    for probe, ks in (("p_base", "ks_base"), ("p_tuned", "ks_tuned")):
+        links += [
+            (probe, 0, ks, "model"), ("pos", 0, ks, "positive"), ("neg", 0, ks, "negative"),
+            ("latent", 0, ks, "latent_image"),
+        ]  # fmt: skip
+    links += [
+        ("ks_base", 0, "graph", "samples"), ("p_base", 1, "graph", "probe_log"),
+        ("ks_tuned", 0, "graph", "samples_2"), ("p_tuned", 1, "graph", "probe_log_2"),
+    ]  # fmt: skip
+    return {"nodes": nodes, "links": [list(link) for link in links]}
+
+
+def run_driver(job: dict, tmp_path: Path, timeout: float) -> dict:
+    job_file = tmp_path / "job.json"
+    job_file.write_text(json.dumps(job))
+    proc = subprocess.run(
+        [NODE, str(DRIVER), str(job_file)], capture_output=True, text=True, timeout=timeout, cwd=HERE
+    )
+    assert proc.returncode == 0, f"driver failed:\n{proc.stderr[-4000:]}"
+    result = json.loads(proc.stdout)
+    assert "driverError" not in result, result["driverError"]
+    return result
+
+
+def points(chart: dict) -> dict[tuple[str, str], int]:
+    """{(panel, series label): points drawn} of one chart canvas."""
+    return {(d["panel"], d["label"]): d["points"] for d in chart["drawn"] or []}
+
+
+def our_errors(result: dict) -> list:
+    """Console errors, uncaught exceptions and failed requests that come from this pack."""
+    mine = [
+        c
+        for c in result["console"]
+        if c["type"] == "error" and ("normguard" in c["url"].lower() or "normguard" in c["text"].lower())
+    ]
+    mine += [e for e in result["pageErrors"] if "normguard" in e.lower()]
+    mine += [r for r in result["failedRequests"] if "normguard" in r["url"].lower()]
+    return mine
+
+
+@pytest.fixture(scope="module")
+def shots_dir(tmp_path_factory) -> Path:
+    if DOCS:
+        target = REPO / "docs" / "images"
+        target.mkdir(parents=True, exist_ok=True)
+        return target
+    return tmp_path_factory.mktemp("screenshots")
+
+
+@pytest.fixture(scope="module")
+def browser(server, shots_dir, tmp_path_factory) -> dict:
+    """One browser session: the e2e workflow queued in each node mode, then every example opened."""
+    seed = random.randrange(10**6)  # a fresh run: nothing may come from ComfyUI's output cache
+    workflows = []
+    for i, mode in enumerate(MODES):
+        shots = [
+            {"node": key, "what": what, "zoom": 1, "file": str(shots_dir / f"{NAMES[key]}-{what}-{mode}.png")}
+            for key, what in SHOTS[mode]
+        ]
+        spec = e2e_spec(f"e2e_{mode}_{seed}", seed + i)
+        workflows.append(
+            {"name": mode, "mode": mode, "spec": spec, "queue": True, "timeoutMs": 400_000, "shots": shots}
+        )
+    for path in EXAMPLES:
+        graph = json.loads(path.read_text(encoding="utf-8"))
+        workflows.append({"name": path.stem, "mode": "vue", "graph": graph, "prompt": True})
+    job = {
+        "url": server + "/",
+        "chromium": CHROMIUM,
+        "playwright": PLAYWRIGHT,
+        "scale": 2,
+        "workflows": workflows,
+        "templates_shot": str(shots_dir / "templates.jpg"),
+    }
+    t0 = time.time()
+    result = run_driver(job, tmp_path_factory.mktemp("driver"), timeout=900)
+    result["seconds"] = time.time() - t0
+    if DOCS:
+        shrink_images(shots_dir, REPO / "workflows")
+    return result
+
+
+def shrink_images(shots: Path, workflows: Path) -> None:
+    """Screenshots for the repository as 256-colour PNGs, and the template browser's thumbnails
+    (<workflow name>.jpg, shown in a square card) from the classic-mode charts."""
+    from PIL import Image
+
+    for png in shots.glob("*.png"):
+        Image.open(png).convert("RGB").quantize(256).save(png, optimize=True)
+    trainer, graph = (
+        Image.open(shots / f"{n}-chart-classic.png").convert("RGB") for n in ("trainer", "norm-graph")
+    )
+    for path, charts in zip(EXAMPLES, ([trainer], [graph], [trainer, graph]), strict=True):
+        width, height = sum(c.width for c in charts), max(c.height for c in charts)
+        side = max(width, height)
+        card = Image.new("RGB", (side, side), (30, 30, 34))
+        x = (side - width) // 2
+        for chart in charts:
+            card.paste(chart, (x, (side - chart.height) // 2))
+            x += chart.width
+        card.resize((512, 512), Image.LANCZOS).save(workflows / f"{path.stem}.jpg", quality=85, optimize=True)
+
+
+def run(browser: dict, mode: str) -> dict:
+    return next(w for w in browser["workflows"] if w["name"] == mode)
+
+
+def test_the_extension_loads_without_errors(browser):
+    assert browser["extensionLoaded"], "the frontend did not load web/normguard.js"
+    assert not our_errors(browser), our_errors(browser)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_charts_draw_one_point_per_step_and_iteration(browser, mode):
+    wf = run(browser, mode)
+    keys = wf["keys"]
+    assert wf["vueNodes"] == (mode == "vue")
+    assert wf["missing"] == []
+    assert wf["done"] == {"kind": "success", "detail": None}, wf["done"]
+    charts = wf["chartsAfter"]
+    graph, base, tuned, train = (charts[keys[k]] for k in ("graph", "p_base", "p_tuned", "train"))
+    for chart in (graph, base, tuned, train):
+        assert chart["visible"] and chart["width"] > 100 and chart["height"] > 100, chart
+    # one point per sampler step for each run, in both panels; the reference dashed beside it
+    assert points(graph) == {
+        ("‖v‖ per step", "base"): STEPS,
+        ("‖v‖ per step", "base ref"): STEPS,
+        ("‖v‖ per step", "tuned"): STEPS,
+        ("‖v‖ per step", "tuned ref"): STEPS,
+        ("‖v‖ / ‖v_ref‖", "base"): STEPS,
+        ("‖v‖ / ‖v_ref‖", "tuned"): STEPS,
+    }, graph["drawn"]
+    assert points(base)[("‖v‖ / ‖v_ref‖", "base")] == STEPS
+    assert points(tuned)[("‖v‖ / ‖v_ref‖", "tuned")] == STEPS
+    # the trainer: one point per iteration; rho_mean per evaluation (the base model's at 0 too)
+    expected = {("reward", "reward_mean"), ("loss", "loss"), ("loss", "loss_base"), ("penalty", "penalty")}
+    expected.add(("rho", "train_rho"))
+    assert {k: v for k, v in points(train).items() if k in expected} == dict.fromkeys(expected, ITERATIONS)
+    assert points(train)[("rho", "rho_mean")] == points(train)[("reward", "eval_reward")] == ITERATIONS + 1
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_charts_update_live_while_the_prompt_runs(browser, mode):
+    wf = run(browser, mode)
+    keys = wf["keys"]
+    during = [s["charts"] for s in wf["timeline"][:-1]]  # samples taken before the prompt finished
+    rewards = {points(c[keys["train"]]).get(("reward", "reward_mean"), 0) for c in during}
+    assert 1 in rewards, f"no trainer update between iterations: {sorted(rewards)}"
+    # every sampler step reached the probe nodes as an event of their own
+    steps = [e for e in wf["events"] if e["type"] == "normguard.probe.step"]
+    for probe in ("p_base", "p_tuned"):
+        assert [e["step"] for e in steps if e["node"] == keys[probe]] == list(range(STEPS))
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_charts_survive_saving_and_reopening(browser, mode):
+    wf = run(browser, mode)
+    for key in ("graph", "p_base", "p_tuned", "train"):
+        node_id = wf["keys"][key]
+        assert points(wf["chartsReopened"][node_id]) == points(wf["chartsAfter"][node_id]), key
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
+def test_examples_open_without_missing_nodes_and_convert_like_the_frontend(browser, path, comfy):
+    from .ui_workflow import to_api
+
+    wf = run(browser, path.stem)
+    assert wf["missing"] == []
+    workflow = json.loads(path.read_text(encoding="utf-8"))
+    charted = [
+        n
+        for n in workflow["nodes"]
+        if n["type"] in ("VelocityNormProbe", "VelocityNormGraph", "NormGuardTrainLoRA")
+    ]
+    assert len(wf["chartsBefore"]) == len(charted) and all(c["visible"] for c in wf["chartsBefore"].values())
+    frontend = {k: {"class_type": v["class_type"], "inputs": v["inputs"]} for k, v in wf["apiPrompt"].items()}
+    assert to_api(workflow, comfy.get("/object_info")) == frontend  # the frontend's own graphToPrompt
