@@ -78,6 +78,7 @@ class Trainer:
     ):
         cfg.validate()
         self.cfg, self.prompts = cfg, cfg.load_prompts()
+        self._own_accelerator = accelerator is None
         self.acc = acc = accelerator or make_accelerator(cfg)
         world, rank = acc.num_processes, acc.process_index
         if cfg.groups_per_iteration % world:
@@ -210,7 +211,16 @@ class Trainer:
             raise
         finally:
             self.callbacks("on_train_end", result)
+            self._close_process_group(wait=result.status != "interrupted")
         return result
+
+    def _close_process_group(self, wait: bool) -> None:
+        """Ranks finish together and the process group is torn down before the interpreter exits (a gloo
+        group left to interpreter teardown can abort the process). Only for an accelerator we made."""
+        if self._own_accelerator and torch.distributed.is_available() and torch.distributed.is_initialized():
+            if wait:
+                self.acc.wait_for_everyone()
+            torch.distributed.destroy_process_group()
 
     def collect(self, it: int, gen: torch.Generator) -> tuple[RolloutData, dict[str, Any]]:
         """Roll out this process's groups, score them, and turn rewards into advantages."""
