@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
+from normguard.trainer.callbacks import Callback
 from normguard.trainer.evaluation import DriftMonitor, Evaluation, image_grid
 from normguard.trainer.loop import Trainer, train
 from normguard.trainer.lora import normguard_facts, read_lora_metadata
@@ -118,3 +119,58 @@ def test_image_grid_layout():
     g = image_grid([a, b], pad=1)
     assert g.shape == (3, 2 * 5 + 1, 2 * 6 + 1)
     assert g[:, 1:5, 1:6].max() == 0 and g[:, 6:10, 1:6].min() == 1
+
+
+class Saturation:
+    """Pays for colourfulness (max - min channel): a reward that invites velocity-norm inflation."""
+
+    def __call__(self, images, prompts, metadata=None):
+        return (images.amax(1) - images.amin(1)).flatten(1).mean(1)
+
+
+@pytest.mark.parametrize("weight,warns", [(0.0, True), (5.0, False)])
+def test_an_unstable_run_warns_and_the_same_run_with_normguard_does_not(tmp_path, weight, warns):
+    """The shipped model, a saturation reward and a high learning rate: unguarded, rho climbs past
+    warn_rho (measured on this setting: 1.031 at iteration 8, 1.035 at 16); with NormGuard it stays
+    below 1 (0.965, 0.940) while the reward still rises."""
+    from normguard.trainer.config import TrainConfig
+    from normguard.trainer.rewards import RewardSet
+
+    cfg = TrainConfig(
+        model="builtin",
+        prompts=[
+            "a red circle",
+            "a blue square on the left",
+            "a large green ring",
+            "a small yellow triangle at the top",
+        ],
+        rewards=["jpeg_incompressibility"],
+        method="nft",
+        iterations=16,
+        group_size=4,
+        groups_per_iteration=2,
+        sample_steps=6,
+        train_timesteps=2,
+        lr=1e-2,
+        normguard_weight=weight,
+        eval_every=8,
+        eval_samples=4,
+        eval_few_steps=0,
+        eval_quality="",
+        warn_rho=1.02,
+        keep_best="none",
+        tensorboard=False,
+        out=str(tmp_path / "run"),
+    )
+    seen = []
+
+    class Warnings(Callback):
+        def on_evaluation(self, evaluation):
+            seen.extend(evaluation.warnings)
+
+    train(cfg, rewards=RewardSet({"saturation": Saturation()}, {"saturation": 1.0}), callbacks=[Warnings()])
+    log = rows(tmp_path / "run")
+    assert log[-1]["eval_reward"] > log[0]["eval_reward"] + 0.1  # both runs raise the reward
+    assert bool(seen) == warns, seen
+    if warns:
+        assert "rho" in seen[0] and "warn_rho 1.02" in seen[0]
