@@ -4,8 +4,9 @@
     python scripts/train_judge.py --smoke --out /tmp/j   # a few steps, to check the script runs
 
 It learns the attributes (cross-entropy) and the continuous style parameters each scene was
-rendered with (mean squared error on standardised values), with no augmentation: its features must
-see softness, saturation and lighting, not be taught to ignore them. Afterwards it stores the
+rendered with (mean squared error on standardised values). Half of each batch is blurred or
+sharpened by a random amount, which it also regresses: so it reads soft few-step samples correctly
+and its features see over-sharpening instead of being taught to ignore it. Afterwards it stores the
 reference feature statistics of real scenes and writes its held-out accuracy per attribute, the
 R^2 of each style parameter and baseline Fréchet distances to training.json.
 """
@@ -27,7 +28,15 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from normguard.trainer.models.judge import Judge, JudgeConfig, JudgeNet, feature_stats, frechet_distance
+from normguard.trainer.models.judge import (
+    STYLE_TARGETS,
+    Judge,
+    JudgeConfig,
+    JudgeNet,
+    feature_stats,
+    frechet_distance,
+    sharpen,
+)
 from normguard.trainer.models.scenes import (
     ATTRIBUTES,
     STYLE_PARAMS,
@@ -66,30 +75,29 @@ def labels(attrs: list[dict[str, str]]) -> dict[str, torch.Tensor]:
     return {k: torch.tensor([ATTRIBUTES[k].index(a[k]) for a in attrs]) for k in ATTRIBUTES}
 
 
-def scenes_with_style(rng: np.random.Generator, n: int) -> tuple[np.ndarray, list[dict], np.ndarray]:
-    """n random scenes: images, attributes and style parameters [n, S] (in STYLE_PARAMS order)."""
+def scenes_with_style(
+    rng: np.random.Generator, n: int, degrade: bool = True
+) -> tuple[torch.Tensor, list[dict], torch.Tensor]:
+    """n random scenes: images, attributes and style targets [n, S] in STYLE_TARGETS order. With
+    degrade, half of the images are blurred or sharpened by a random amount (the last target)."""
     attrs = [random_attributes(rng) for _ in range(n)]
     images, style = render_batch_with_style(attrs, rng)
-    return images, attrs, np.stack([style[k] for k in STYLE_PARAMS], axis=1).astype(np.float32)
-
-
-@torch.no_grad()
-def features_of(net: JudgeNet, images: np.ndarray, chunk: int = 1000) -> torch.Tensor:
-    return torch.cat(
-        [net.features(torch.from_numpy(images[i : i + chunk])) for i in range(0, len(images), chunk)]
-    )
+    amount = np.where(rng.random(n) < 0.5, 0.0, rng.uniform(-1.0, 2.0, n)) if degrade else np.zeros(n)
+    targets = np.stack([*(style[k] for k in STYLE_PARAMS), amount], axis=1).astype(np.float32)
+    images = sharpen(torch.from_numpy(images), torch.from_numpy(amount).float())
+    return images, attrs, torch.from_numpy(targets)
 
 
 @torch.no_grad()
 def heldout_scores(
-    net: JudgeNet, images: np.ndarray, attrs: list[dict[str, str]], style: torch.Tensor
+    net: JudgeNet, images: torch.Tensor, attrs: list[dict[str, str]], targets: torch.Tensor
 ) -> tuple[dict[str, float], dict[str, float]]:
-    """Accuracy per attribute and R^2 per style parameter (style standardised like in training)."""
-    logits, predicted = net(torch.from_numpy(images))
+    """Accuracy per attribute and R^2 per style target (targets standardised like in training)."""
+    logits, predicted = net(images)
     truth = labels(attrs)
     accuracy = {k: float((logits[k].argmax(-1) == truth[k]).float().mean()) for k in ATTRIBUTES}
-    r2 = 1 - (predicted - style).pow(2).mean(0) / style.var(0)
-    return accuracy, {k: round(float(v), 4) for k, v in zip(STYLE_PARAMS, r2, strict=True)}
+    r2 = 1 - (predicted - targets).pow(2).mean(0) / targets.var(0)
+    return accuracy, {k: round(float(v), 4) for k, v in zip(STYLE_TARGETS, r2, strict=True)}
 
 
 def main(argv: list[str] | None = None) -> Path:
@@ -99,46 +107,48 @@ def main(argv: list[str] | None = None) -> Path:
     net = JudgeNet(JudgeConfig())
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=0.01)
     rng = np.random.default_rng(args.seed)
-    style_all = scenes_with_style(np.random.default_rng(args.seed + 7), args.style_sample)[2]
-    style_mean, style_std = torch.from_numpy(style_all.mean(0)), torch.from_numpy(style_all.std(0))
+    targets_all = scenes_with_style(np.random.default_rng(args.seed + 7), args.style_sample)[2]
+    target_mean, target_std = targets_all.mean(0), targets_all.std(0)
     start, running = time.time(), 0.0
     for step in range(args.steps):
-        images, attrs, style = scenes_with_style(rng, args.batch)
+        images, attrs, targets = scenes_with_style(rng, args.batch)
         for group in opt.param_groups:
             group["lr"] = args.lr * 0.5 * (1 + math.cos(math.pi * step / args.steps))
-        logits, predicted = net(torch.from_numpy(images))
+        logits, predicted = net(images)
         truth = labels(attrs)
         loss = sum(F.cross_entropy(logits[k], truth[k]) for k in ATTRIBUTES)
-        target = (torch.from_numpy(style) - style_mean) / style_std
-        loss = loss + args.style_weight * F.mse_loss(predicted, target)
+        loss = loss + args.style_weight * F.mse_loss(predicted, (targets - target_mean) / target_std)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         running += loss.item()
         if (step + 1) % args.log_every == 0:
-            print(
-                f"step {step + 1} loss {running / args.log_every:.4f} {time.time() - start:.0f}s", flush=True
-            )
+            seconds = time.time() - start
+            print(f"step {step + 1} loss {running / args.log_every:.4f} {seconds:.0f}s", flush=True)
             running = 0.0
     net.eval()
     rng = np.random.default_rng(args.seed + 1_000_003)  # scenes the judge never trained on
-    held_images, held_attrs, held_style = scenes_with_style(rng, args.heldout)
-    held_target = (torch.from_numpy(held_style) - style_mean) / style_std
-    accuracy, r2 = heldout_scores(net, held_images, held_attrs, held_target)
-    raw = features_of(net, scenes_with_style(rng, args.reference)[0])
+    held_images, held_attrs, held_targets = scenes_with_style(rng, args.heldout)
+    accuracy, r2 = heldout_scores(net, held_images, held_attrs, (held_targets - target_mean) / target_std)
+    clean, clean_attrs, _ = scenes_with_style(rng, args.heldout, degrade=False)
+    clean_accuracy, _ = heldout_scores(net, clean, clean_attrs, held_targets)
+    with torch.no_grad():  # the reference: real scenes, neither blurred nor sharpened
+        reference = scenes_with_style(rng, args.reference, degrade=False)[0]
+        raw = torch.cat([net.features(part) for part in reference.split(1000)])
     feature_mean, feature_std = raw.mean(0), raw.std(0).clamp_min(1e-6)
     judge = Judge(net, feature_mean, feature_std, *feature_stats((raw - feature_mean) / feature_std))
     judge.save(args.out)
     n = min(512, args.heldout // 2)
-    held_feats = judge.features(torch.from_numpy(held_images))
+    clean_feats = judge.features(clean)
     facts = {
         "script": "scripts/train_judge.py",
         "train_seconds": round(time.time() - start, 1),
         "parameters": sum(p.numel() for p in net.parameters()),
-        "heldout_accuracy": accuracy,
+        "heldout_accuracy": clean_accuracy,
+        "heldout_accuracy_half_blurred_or_sharpened": accuracy,
         "heldout_style_r2": r2,
-        f"frechet_real_{n}_vs_reference": judge.frechet_to_data(torch.from_numpy(held_images[:n])),
-        f"frechet_real_{n}_vs_real_{n}": frechet_distance(held_feats[:n], held_feats[n : 2 * n]),
+        f"frechet_real_{n}_vs_reference": judge.frechet_to_data(clean[:n]),
+        f"frechet_real_{n}_vs_real_{n}": frechet_distance(clean_feats[:n], clean_feats[n : 2 * n]),
         "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "out"},
     }
     (Path(args.out) / "training.json").write_text(json.dumps(facts, indent=1))

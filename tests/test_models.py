@@ -10,7 +10,14 @@ import numpy as np
 import pytest
 import torch
 from normguard.trainer.backends.tinyflow import BUILTIN_DIR, TinyFlowBackend, is_tinyflow_folder
-from normguard.trainer.models.judge import Judge, JudgeConfig, JudgeNet, frechet_distance, frechet_from_stats
+from normguard.trainer.models.judge import (
+    Judge,
+    JudgeConfig,
+    JudgeNet,
+    frechet_distance,
+    frechet_from_stats,
+    sharpen,
+)
 from normguard.trainer.models.scenes import (
     ATTRIBUTES,
     VOCABULARY,
@@ -176,7 +183,7 @@ def test_judge_frechet_distance_sees_drift(judge):
     real = judge.frechet_to_data(images)
     grey = images.mean(1, keepdim=True)
     saturated = (grey + 1.8 * (images - grey)).clamp(0, 1)
-    sharpened = (images + 1.5 * (images - torch.nn.functional.avg_pool2d(images, 3, 1, 1))).clamp(0, 1)
+    sharpened = sharpen(images, torch.full((256,), 1.5))
     assert judge.frechet_to_data(saturated) > 3 * real
     assert judge.frechet_to_data(sharpened) > 3 * real
 

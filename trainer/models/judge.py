@@ -6,8 +6,9 @@ set of images drifted from the data (Fréchet distance of the judge's penultimat
 reference statistics of real scenes, the FID recipe on a network that knows this data).
 
 Besides the attributes, the judge regresses the continuous parameters each scene was rendered with
-(edge softness, saturation, background light, gradient, ...). Without that its features would
-only need to tell classes apart and would be blind to over-sharpening or odd lighting.
+(saturation, background light, gradient, light direction, ...) and the amount of a random blur or
+sharpening applied in training. Without that its features would only need to tell classes apart
+and would be blind to over-saturation, odd lighting or over-sharpening.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -27,6 +29,14 @@ BUILTIN_DIR = Path(__file__).resolve().parent / "assets" / "judge"
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 STATS_NAME = "reference_stats.safetensors"
+STYLE_TARGETS = (*STYLE_PARAMS, "sharpening")  # what the style head predicts
+
+
+def sharpen(images: torch.Tensor, amount: torch.Tensor) -> torch.Tensor:
+    """images + amount * (images - 3x3 box blur), clamped to [0, 1]; amount [B] per image:
+    -1 is the blur itself, 0 the image, > 0 an unsharp mask (halos, crisper edges)."""
+    blurred = F.avg_pool2d(F.pad(images, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
+    return (images + amount.view(-1, 1, 1, 1) * (images - blurred)).clamp(0, 1)
 
 
 @dataclass
@@ -37,30 +47,41 @@ class JudgeConfig:
 
 
 class JudgeNet(nn.Module):
-    """Conv stages that halve the resolution, then a flattened (position-aware) feature layer, one
-    linear head per scene attribute and one for the standardised style parameters."""
+    """Conv stages that each halve the resolution. The feature layer sees the last stage flattened
+    (where things are) and every stage's full-resolution activations averaged over the image
+    (texture statistics: edge crispness, noise, colour energy), then one linear head per scene
+    attribute and one for the standardised style targets."""
 
     def __init__(self, config: JudgeConfig):
         super().__init__()
         self.config = config
-        layers: list[nn.Module] = []
+        self.stages = nn.ModuleList()
         channels = 3
         for width in config.widths:
-            layers += [nn.Conv2d(channels, width, 3, padding=1), nn.SiLU()]
-            layers += [nn.Conv2d(width, width, 3, stride=2, padding=1), nn.SiLU()]
+            self.stages.append(
+                nn.ModuleDict(
+                    {
+                        "conv": nn.Conv2d(channels, width, 3, padding=1),
+                        "down": nn.Conv2d(width, width, 3, stride=2, padding=1),
+                    }
+                )
+            )
             channels = width
-        self.convs = nn.Sequential(*layers)
         side = config.image_size // 2 ** len(config.widths)
-        self.feature = nn.Sequential(
-            nn.Flatten(), nn.Linear(channels * side * side, config.features), nn.SiLU()
-        )
+        inputs = channels * side * side + sum(config.widths)
+        self.feature = nn.Sequential(nn.Linear(inputs, config.features), nn.SiLU())
         self.heads = nn.ModuleDict(
             {name: nn.Linear(config.features, len(v)) for name, v in ATTRIBUTES.items()}
         )
-        self.style = nn.Linear(config.features, len(STYLE_PARAMS))
+        self.style = nn.Linear(config.features, len(STYLE_TARGETS))
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
-        return self.feature(self.convs(images * 2 - 1))
+        h, pooled = images * 2 - 1, []
+        for stage in self.stages:
+            h = F.silu(stage["conv"](h))
+            pooled.append(h.mean(dim=(2, 3)))
+            h = F.silu(stage["down"](h))
+        return self.feature(torch.cat([h.flatten(1), *pooled], dim=1))
 
     def forward(self, images: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """Images [B, 3, H, W] in [0, 1] -> (logits per attribute, style predictions [B, S])."""
