@@ -234,6 +234,8 @@ def run_demo(
 
     s = settings or DemoSettings()
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; give a folder for the demo's runs and report")
     out.mkdir(parents=True, exist_ok=True)
     cfgs = {arm: arm_config(out, s, arm) for arm in ARMS}
     for cfg in cfgs.values():

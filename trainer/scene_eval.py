@@ -50,9 +50,16 @@ class EvalSet:
 
     @classmethod
     def for_backend(
-        cls, backend: FlowBackend, n: int, seed: int, prompts: list[str] | None = None
+        cls,
+        backend: FlowBackend,
+        n: int,
+        seed: int,
+        prompts: list[str] | None = None,
+        size: tuple[int, int] | None = None,
     ) -> EvalSet:
-        h, w = backend.default_size()
+        """n prompts (scene prompts drawn from seed unless given; cycled) and their noise at `size`
+        (height, width; default the model's native size)."""
+        h, w = size or backend.default_size()
         prompts = prompts or scene_prompts(n, seed)
         prompts = [prompts[i % len(prompts)] for i in range(n)]
         return cls(prompts, fixed_noise(n, seed, backend.latent_shape(h, w), backend.device))
@@ -87,6 +94,13 @@ class SceneJudge:
         return frechet_from_stats(*feature_stats(self.judge.features(self._fit(images))), *self.reference)
 
 
+def _image_size(backend: FlowBackend, latent: tuple[int, ...]) -> tuple[int, int]:
+    """The (height, width) whose latent has this shape (the native size, or a multiple of it)."""
+    h, w = backend.default_size()
+    native = backend.latent_shape(h, w)
+    return h * latent[-2] // native[-2], w * latent[-1] // native[-1]
+
+
 @torch.no_grad()
 def evaluate_policy(
     backend: FlowBackend,
@@ -99,12 +113,13 @@ def evaluate_policy(
     record_norms: bool = True,
     batch_size: int = 64,
 ) -> tuple[dict[str, Any], torch.Tensor]:
-    """Sample the eval set with the backend's current policy at `steps` Euler steps and score it.
+    """Sample the eval set with the backend's current policy at `steps` Euler steps and score it
+    (at the size the eval set's noise was drawn for).
 
     Returns (metrics, images [N, 3, H, W] in [0, 1] on the CPU). metrics: reward (and reward/<id>
     per reward when there are several), accuracy, frechet, chroma, contrast and, with
     record_norms, rho_per_step and rho_mean (on the policy's own trajectory)."""
-    h, w = backend.default_size()
+    h, w = _image_size(backend, evalset.noise.shape[1:])
     sigmas = backend.schedule(steps, h, w)
     images, v_norms, ref_norms = [], [], []
     for i in range(0, len(evalset.prompts), batch_size):

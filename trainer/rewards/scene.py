@@ -29,7 +29,7 @@ LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601
 # Where the procedural scenes put an object of each size, as a fraction of the image side from the
 # centre (trainer/models/scenes.py: 7 px for large, 9 px for small objects in a 32 px image).
 POSITION_OFFSET = {"large": 7 / 32, "small": 9 / 32, None: 8 / 32}
-OBJECT_THRESHOLD = 0.08  # colour distance from the background below which a pixel counts as background
+OBJECT_FRACTION = 0.5  # pixels closer to the background than this share of the largest distance weigh 0
 
 
 def chroma(images: torch.Tensor) -> torch.Tensor:
@@ -49,16 +49,18 @@ def object_centroid(images: torch.Tensor) -> torch.Tensor:
     """Centroid [B, 2] (x, y as fractions of the width and height, 0.5 = centre) of the pixels that
     stand out from the background, weighted by how far they stand out.
 
-    The background colour is the median of the one-pixel border; a pixel's weight is its colour
-    distance from it beyond OBJECT_THRESHOLD (so the background's gradient and texture weigh
-    nothing). Scaling every difference from the background by a constant leaves the centroid where
-    it was: this measure carries no reward for magnitude. An image with nothing standing out has
-    its centroid at the centre."""
+    The background colour is the median of the one-pixel border; a pixel's weight is how far its
+    colour distance from it exceeds OBJECT_FRACTION of the image's largest distance (so the
+    background's gradient, texture and the object's shadow weigh nothing). Scaling every difference
+    from the background by a constant scales every weight alike and leaves the centroid where it
+    was: this measure carries no reward for magnitude. An image with nothing standing out has its
+    centroid at the centre."""
     x = images.detach().float().clamp(0, 1)
     b, _, h, w = x.shape
     border = torch.cat([x[..., 0, :], x[..., -1, :], x[..., 1:-1, 0], x[..., 1:-1, -1]], dim=-1)
     background = border.median(dim=-1).values.view(b, 3, 1, 1)
-    weight = ((x - background).norm(dim=1) - OBJECT_THRESHOLD).clamp_min(0)  # [B, H, W]
+    dist = (x - background).norm(dim=1)  # [B, H, W]
+    weight = (dist - OBJECT_FRACTION * dist.flatten(1).amax(dim=1).view(b, 1, 1)).clamp_min(0)
     total = weight.flatten(1).sum(dim=1)
     ys = (torch.arange(h, device=x.device, dtype=torch.float32) + 0.5) / h
     xs = (torch.arange(w, device=x.device, dtype=torch.float32) + 0.5) / w
