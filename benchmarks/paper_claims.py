@@ -1,13 +1,14 @@
 """The paper's claims, measured on the shipped TinyFlow model (or any local flow model).
 
 For each RL method (NFT, AWM, DPO), each reward (one that pays for magnitude, `saturation`, and one
-that does not, `position`) and each seed, one LoRA is trained without and one with NormGuard from
-the same seed. Then, on fixed prompts and noise:
+that does not, `centring` on prompts that name no position) and each seed, one LoRA is trained
+without and one with NormGuard from the same seed. Then, on fixed prompts and noise:
 
   1. rho (||v_theta|| / ||v_ref|| per sampler step, on the policy's own trajectory), with and without;
   2. the reward gain kept with NormGuard, as a fraction of the unguarded gain;
   3. quality the reward does not see -- the judge network's attribute accuracy (does the image show
-     what the prompt asked for) and the Fréchet distance of its features to the training data --
+     what the prompt asked for) and the Fréchet distance of its features to real scenes (the
+     training data; for `centring`, real scenes with the object in the centre) --
      at the full and at a few-step schedule;
   4. the unguarded LoRA sampled with its velocity rescaled to ||v_ref|| at every step;
   5. the unguarded run's own earlier checkpoint at the guarded run's reward (early stopping).
@@ -42,7 +43,12 @@ import torch
 from normguard.trainer.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
-REWARDS = ("saturation", "position")
+REWARDS = ("saturation", "centring")
+# What each reward leaves to the prompt, and which real scenes it asks for: `centring` decides the
+# position itself, so its prompts name none and its Fréchet reference is real scenes with the object
+# in the centre (the distribution a perfect policy would draw); the others keep the full data.
+PROMPT_OMITS = {"centring": ("position",)}
+REFERENCE_FIXED = {"centring": {"position": "centre"}}
 METHODS = ("nft", "awm", "dpo")
 EVAL_SEED = 1000  # the final evaluation's prompts and noise: the same for every run
 
@@ -67,9 +73,9 @@ RECIPES: dict[tuple[str, str], Recipe] = {
     ("nft", "saturation"): Recipe(lr=2e-3),
     ("awm", "saturation"): Recipe(lr=3e-3),
     ("dpo", "saturation"): Recipe(lr=3e-3),
-    ("nft", "position"): Recipe(lr=2e-3),
-    ("awm", "position"): Recipe(lr=3e-3),
-    ("dpo", "position"): Recipe(lr=3e-3),
+    ("nft", "centring"): Recipe(lr=2e-3),
+    ("awm", "centring"): Recipe(lr=3e-3),
+    ("dpo", "centring"): Recipe(lr=3e-3),
 }
 SMOKE = dict(
     iterations=2, group_size=2, groups_per_iteration=2, sample_steps=2, train_timesteps=1, train_prompts=4
@@ -98,9 +104,9 @@ def default_guard() -> Guard:
 
 
 SWEEP = (  # the penalty grid behind the defaults (on NFT, both rewards)
-    Guard(0.1),
+    Guard(0.3),
     Guard(1.0),
-    Guard(10.0),
+    Guard(3.0),
     Guard(1.0, margin=0.02),
     Guard(10.0, "squared"),
     Guard(100.0, "squared"),
@@ -115,7 +121,7 @@ class Bench:
     out: str = "runs/paper_claims"
     samples: int = 128  # final evaluation images per model and schedule
     match_samples: int = 32  # the subset that early stopping matches rewards on
-    full_steps: int = 20
+    full_steps: int = 10  # the step count the runs were trained at
     few_steps: int = 4
     snapshots: int = 8  # unguarded checkpoints kept for early stopping
     height: int | None = None
@@ -142,7 +148,7 @@ def train_config(bench: Bench, method: str, reward: str, seed: int, guard: Guard
     return TrainConfig(
         model=bench.model,
         device=device(),
-        prompts=scene_prompts(r.train_prompts, seed),
+        prompts=scene_prompts(r.train_prompts, seed, PROMPT_OMITS.get(reward, ())),
         rewards=[reward],
         method=method,
         iterations=r.iterations,
@@ -177,20 +183,26 @@ def _setup_worker() -> None:
     torch.set_num_threads(1)  # one thread per run: deterministic, and two runs fill two cores
 
 
-def _judge(bench: Bench):
+def _reference_path(bench: Bench, reward: str) -> Path:
+    return Path(bench.out) / f"reference-{reward}.pt"
+
+
+def _judge(bench: Bench, reward: str):
+    """The judge, with the Fréchet reference the base job saved for this reward (if any)."""
     from normguard.trainer.scene_eval import SceneJudge
 
     judge = SceneJudge()
-    ref = Path(bench.out) / "base_reference.pt"
-    if bench.model != "builtin" and ref.is_file():  # not trained on the scenes: compare with its own samples
+    ref = _reference_path(bench, reward)
+    if ref.is_file():
         judge.reference = tuple(torch.load(ref, weights_only=True))
     return judge
 
 
-def _evalset(bench: Bench, backend):
-    from normguard.trainer.scene_eval import EvalSet
+def _evalset(bench: Bench, backend, reward: str):
+    from normguard.trainer.scene_eval import EvalSet, scene_prompts
 
-    return EvalSet.for_backend(backend, bench.samples, EVAL_SEED, size=_size(bench, backend))
+    prompts = scene_prompts(bench.samples, EVAL_SEED, PROMPT_OMITS.get(reward, ()))
+    return EvalSet.for_backend(backend, bench.samples, EVAL_SEED, prompts, size=_size(bench, backend))
 
 
 def _size(bench: Bench, backend) -> tuple[int, int]:
@@ -213,21 +225,23 @@ def _eval_both(bench: Bench, backend, rewards, judge, evalset, rescale: bool = F
 
 
 def base_job(bench: Bench, reward: str) -> dict[str, Any]:
-    """The base model's numbers on the evaluation set (and, for a model other than the builtin one,
-    its full-step judge features as the Fréchet reference)."""
+    """The base model's numbers on the evaluation set, after saving this reward's Fréchet reference:
+    real scenes (with REFERENCE_FIXED attributes) for the builtin model; for any other model, which
+    was not trained on the scenes, its own full-step samples."""
     from normguard.trainer.backends import load_backend
     from normguard.trainer.rewards import RewardSpec, build_rewards
+    from normguard.trainer.scene_eval import evaluate_policy, real_scene_stats
 
     _setup_worker()
     backend = load_backend(bench.model, device())
-    judge, evalset = _judge(bench), _evalset(bench, backend)
+    judge, evalset = _judge(bench, reward), _evalset(bench, backend, reward)
     rewards = build_rewards([RewardSpec(reward)])
     if bench.model != "builtin":
-        from normguard.trainer.scene_eval import evaluate_policy
-
         _, images = evaluate_policy(backend, evalset, bench.full_steps, rewards, judge, record_norms=False)
         judge.set_reference(images)
-        torch.save(list(judge.reference), Path(bench.out) / "base_reference.pt")
+    elif reward in REFERENCE_FIXED:
+        judge.reference = real_scene_stats(judge.judge, REFERENCE_FIXED[reward], 512 if bench.smoke else 4096)
+    torch.save(list(judge.reference), _reference_path(bench, reward))
     return _eval_both(bench, backend, rewards, judge, evalset)
 
 
@@ -270,7 +284,7 @@ def train_job(bench: Bench, method: str, reward: str, seed: int, guard: Guard) -
         snaps.trainer = trainer
     trainer.run()
     train_wall, train_cpu = time.perf_counter() - t0, time.process_time() - c0
-    judge, evalset = _judge(bench), _evalset(bench, trainer.backend)
+    judge, evalset = _judge(bench, reward), _evalset(bench, trainer.backend, reward)
     result = {"key": key, "train_wall": train_wall, "train_cpu": train_cpu}
     result |= _eval_both(bench, trainer.backend, trainer.rewards, judge, evalset)
     if snaps:
@@ -302,8 +316,8 @@ def early_job(bench: Bench, method: str, reward: str, seed: int, iteration: int)
     backend = load_backend(bench.model, device())
     backend.add_lora(recipe_for(bench, method, reward).lora_rank)
     backend.load_lora_state_dict(load_file(str(run_dir / f"snapshot-{iteration:05d}.safetensors")))
-    judge = _judge(bench)
-    out = _eval_both(bench, backend, build_rewards([RewardSpec(reward)]), judge, _evalset(bench, backend))
+    judge, evalset = _judge(bench, reward), _evalset(bench, backend, reward)
+    out = _eval_both(bench, backend, build_rewards([RewardSpec(reward)]), judge, evalset)
     return {"iteration": iteration, **out}
 
 
@@ -690,7 +704,7 @@ def render(
             "",
         ]
     if sweep is not None:
-        lines += ["## Penalty sweep (NFT)", ""]
+        lines += [f"## Penalty sweep (NFT, seeds {', '.join(map(str, sweep['seeds']))})", ""]
         for reward in rewards:
             lines += [f"Reward `{reward}`:", "", sweep_table(sweep, reward, sweep["seeds"], list(SWEEP)), ""]
     lines += [
@@ -717,7 +731,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     ap.add_argument(
-        "--rewards", nargs="+", default=list(REWARDS), choices=["saturation", "contrast", "position"]
+        "--rewards",
+        nargs="+",
+        default=list(REWARDS),
+        choices=["saturation", "contrast", "centring", "position"],
     )
     ap.add_argument("--smoke", action="store_true", help="one seed, tiny runs: checks that everything runs")
     ap.add_argument("--sweep", action="store_true", help="also the penalty sweep on NFT (defaults' evidence)")
@@ -738,7 +755,7 @@ def main(argv: list[str] | None = None) -> int:
         out=args.out or ("runs/paper_claims-smoke" if args.smoke else "runs/paper_claims"),
         samples=args.samples or (8 if args.smoke else 128),
         match_samples=4 if args.smoke else 32,
-        full_steps=3 if args.smoke else 20,
+        full_steps=3 if args.smoke else 10,
         few_steps=1 if args.smoke else 4,
         snapshots=2 if args.smoke else 8,
         height=args.height,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import json
 import math
 import re
 import sys
@@ -100,7 +101,7 @@ def test_smoke_run_writes_the_table_and_verdicts_and_reruns_from_cache(tmp_path,
     assert pc.main(args) == 0
     doc = (tmp_path / "claims.md").read_text()
     assert doc.count("### Verdicts") == 2 and "SMOKE RUN" in doc and "Machine:" in doc
-    for reward in ("saturation", "position"):
+    for reward in ("saturation", "centring"):
         assert f"## Reward `{reward}`" in doc
     for method in ("NFT", "AWM", "DPO"):
         assert f"| {method} | with NormGuard |" in doc
@@ -114,3 +115,17 @@ def test_smoke_run_writes_the_table_and_verdicts_and_reruns_from_cache(tmp_path,
     assert "running" not in capsys.readouterr().out
     again = (tmp_path / "claims.md").read_text()
     assert [line for line in again.splitlines() if line.startswith("| (")] == verdict_rows
+
+
+@pytest.mark.slow
+def test_smoke_run_on_a_diffusers_model_compares_with_its_own_samples(tmp_path, tiny_sd3_dir):
+    out, doc = tmp_path / "cache", tmp_path / "claims.md"
+    args = ["--smoke", "--model", str(tiny_sd3_dir), "--methods", "nft", "--rewards", "saturation"]
+    args += ["--height", "64", "--width", "64", "--jobs", "1", "--out", str(out), "--doc", str(doc)]
+    assert pc.main(args) == 0
+    text = doc.read_text()
+    assert f"Model: `{tiny_sd3_dir}`" in text and "| NFT | with NormGuard |" in text
+    # no judge data for this model: the Fréchet reference is the base model's own full-step samples
+    assert (out / "reference-saturation.pt").is_file()
+    base = json.loads((out / "results" / "base-saturation.json").read_text())
+    assert abs(base["full"]["frechet"]) < 1e-3 and base["few"]["frechet"] > base["full"]["frechet"]

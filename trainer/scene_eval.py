@@ -20,16 +20,32 @@ import torch.nn.functional as F
 
 from .backends import FlowBackend
 from .models.judge import Judge, feature_stats, frechet_from_stats
-from .models.scenes import prompt_for, random_attributes
+from .models.scenes import prompt_for, random_attributes, render_batch
 from .rewards import RewardSet
 from .rewards.scene import chroma, luma_contrast
 from .rollout import randn, sample
 
 
-def scene_prompts(n: int, seed: int) -> list[str]:
-    """n prompts naming every attribute of a random scene (the training data's prompt form)."""
+def scene_prompts(n: int, seed: int, omit: tuple[str, ...] = ()) -> list[str]:
+    """n prompts naming every attribute of a random scene (the training data's prompt form) except
+    those in `omit` (e.g. ("position",) for a reward that decides the position itself)."""
     rng = np.random.default_rng(seed)
-    return [prompt_for(random_attributes(rng)) for _ in range(n)]
+    prompts = []
+    for _ in range(n):
+        attrs = random_attributes(rng)
+        prompts.append(prompt_for({k: v for k, v in attrs.items() if k not in omit}))
+    return prompts
+
+
+def real_scene_stats(
+    judge: Judge, fixed: dict[str, str], n: int = 4096, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Judge-feature statistics of n real scenes whose attributes in `fixed` are set (the rest random):
+    the data a reward that decides those attributes asks for (e.g. {"position": "centre"})."""
+    rng = np.random.default_rng(seed)
+    scenes = [{**random_attributes(rng), **fixed} for _ in range(n)]
+    images = torch.from_numpy(render_batch(scenes, rng))
+    return feature_stats(torch.cat([judge.features(c) for c in images.split(512)]))
 
 
 def fixed_noise(n: int, seed: int, shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
