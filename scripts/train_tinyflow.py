@@ -38,7 +38,7 @@ ASSET_DIR = Path(__file__).resolve().parents[1] / "trainer" / "models" / "assets
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", type=Path, default=ASSET_DIR, help="folder for config.json + model.safetensors")
-    p.add_argument("--steps", type=int, default=10000)
+    p.add_argument("--steps", type=int, default=3500)
     p.add_argument("--minutes", type=float, default=55.0, help="wall-clock budget (schedule compresses)")
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--lr", type=float, default=1e-3)
@@ -47,7 +47,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ema", type=float, default=0.999, help="EMA decay of the saved weights")
     p.add_argument("--cfg-drop", type=float, default=0.1, help="fraction of samples trained without prompt")
     p.add_argument("--omit", type=float, default=0.1, help="chance to leave each attribute out of a prompt")
-    p.add_argument("--shift", type=float, default=1.0, help="sampling-schedule shift stored in the config")
+    p.add_argument("--shift", type=float, default=2.0, help="sampling-schedule shift stored in the config")
     p.add_argument("--conv-widths", type=int, nargs="+", default=TinyFlowConfig().conv_widths)
     p.add_argument("--hidden", type=int, default=TinyFlowConfig.hidden)
     p.add_argument("--depth", type=int, default=TinyFlowConfig.depth)

@@ -9,7 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from normguard.trainer.backends.tinyflow import BUILTIN_DIR, TinyFlowBackend, is_tinyflow_folder
+from normguard.trainer.backends.tinyflow import (
+    BUILTIN_DIR,
+    DEFAULT_TARGETS,
+    TinyFlowBackend,
+    is_tinyflow_folder,
+)
 from normguard.trainer.models.judge import (
     Judge,
     JudgeConfig,
@@ -33,8 +38,9 @@ from normguard.trainer.models.tinyflow import TinyFlowConfig, TinyFlowModel
 from normguard.trainer.rollout import sample
 
 ROOT = Path(__file__).resolve().parents[1]
-# Measured on the shipped weights (scripts/eval_tinyflow.py); asserted with a margin below.
-MIN_ACCURACY_10_STEPS = 0.8
+# The shipped weights score 0.98 on 512 prompts at 10 steps (scripts/eval_tinyflow.py) and 0.92-1.0
+# on batches of 8 (8 seeds); chance is about 0.33.
+MIN_ACCURACY_10_STEPS = 0.85
 
 
 def load_script(name: str):
@@ -150,16 +156,23 @@ def test_shipped_weights_are_small_and_load_through_the_backend():
     assert backend.latent_shape(32, 32) == (3, 32, 32)
 
 
+def test_lora_targets_are_the_attention_projections_of_the_shipped_model():
+    backend = TinyFlowBackend.from_pretrained()
+    backend.add_lora(4, targets=DEFAULT_TARGETS)
+    trainable = backend.named_trainable()
+    assert len(trainable) == backend.model.config.depth * len(DEFAULT_TARGETS) * 2  # lora_A and lora_B
+    assert all(".attn." in name for name in trainable)
+
+
 def test_shipped_model_draws_what_the_prompt_asks(judge):
     torch.set_num_threads(2)
     backend = TinyFlowBackend.from_pretrained()
     rng = np.random.default_rng(2024)
-    prompts = [prompt_for(random_attributes(rng)) for _ in range(16)]
-    noise = torch.randn(16, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    prompts = [prompt_for(random_attributes(rng)) for _ in range(8)]
+    noise = torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     roll = sample(backend, backend.encode_prompts(prompts), noise, backend.schedule(10, 32, 32))
     images = backend.decode(roll.latents)
     accuracy = judge.attribute_accuracy(images, prompts).mean().item()
-    # chance is about 0.3 (the mean of 1/2, 1/6, 1/4, 1/5, 1/2, 1/2)
     assert accuracy >= MIN_ACCURACY_10_STEPS, accuracy
 
 
@@ -179,13 +192,17 @@ def test_judge_reads_real_scenes(judge):
 
 
 def test_judge_frechet_distance_sees_drift(judge):
-    images = torch.from_numpy(sample_scenes(np.random.default_rng(5), 256)[0])
+    """The drifts the paper names (over-saturation, over-sharpening, odd lighting), each mild."""
+    images = torch.from_numpy(sample_scenes(np.random.default_rng(5), 512)[0])
     real = judge.frechet_to_data(images)
     grey = images.mean(1, keepdim=True)
-    saturated = (grey + 1.8 * (images - grey)).clamp(0, 1)
-    sharpened = sharpen(images, torch.full((256,), 1.5))
-    assert judge.frechet_to_data(saturated) > 3 * real
-    assert judge.frechet_to_data(sharpened) > 3 * real
+    drifted = {
+        "saturated": (grey + 1.3 * (images - grey)).clamp(0, 1),
+        "sharpened": sharpen(images, torch.full((512,), 2.0)),
+        "brighter": (images + 0.1).clamp(0, 1),
+    }
+    for name, batch in drifted.items():
+        assert judge.frechet_to_data(batch) > 3 * real, name
 
 
 def test_frechet_distance_matches_the_closed_form():

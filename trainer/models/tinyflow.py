@@ -40,7 +40,7 @@ class TinyFlowConfig:
     mlp_ratio: float = 3.0
     max_words: int = 12
     vocab: list[str] = field(default_factory=lambda: list(VOCABULARY))  # ids: 0 pad, 1 unknown, words from 2
-    shift: float = 1.0  # sampling-schedule time shift
+    shift: float = 2.0  # sampling-schedule time shift (2: best Fréchet distance at 10 and 4 steps)
 
     def __post_init__(self) -> None:
         if not self.conv_widths or self.image_size % 2 ** len(self.conv_widths):
