@@ -40,7 +40,7 @@ class DemoSettings:
     method: str = "nft"
     reward: str = "saturation"
     iterations: int = 40
-    lr: float = 3e-3
+    lr: float = 2e-3
     group_size: int = 8
     groups_per_iteration: int = 2
     sample_steps: int = 10
@@ -140,7 +140,9 @@ def run_arm(
         evalset = EvalSet.for_backend(backend, s.final_samples, s.seed + 2, prompts)
         out["models"][name] = {}
         for label, steps in (("full", s.sample_steps), ("few", s.few_steps)):
-            metrics, images = evaluate_policy(backend, evalset, steps, rewards, judge)
+            metrics, images = evaluate_policy(
+                backend, evalset, steps, rewards, judge, record_norms=label == "full"
+            )
             out["models"][name][label] = {"metrics": metrics, "images": images[:8].numpy()}
     out["prompts"] = prompts[:8]
     out["cpu_seconds"] = time.process_time() - cpu0
@@ -243,6 +245,13 @@ def run_demo(
     jobs_list = [(cfgs[arm].to_dict(), asdict(s), arm) for arm in ARMS]
     wall0, cpu0 = time.perf_counter(), _cpu_seconds()
     bars, threads = _Bars(progress), torch.get_num_threads()
+    if progress:
+        print(
+            f"Training two LoRAs of the builtin model ({s.method.upper()}, reward {s.reward!r}, "
+            f"{s.iterations} iterations), without and with NormGuard, then comparing them on "
+            f"{s.final_samples} fixed prompts -> {out}",
+            flush=True,
+        )
     try:
         if jobs >= 2:
             results = _run_parallel(jobs_list, bars)
