@@ -651,6 +651,43 @@ def sweep_table(results: dict[str, Any], reward: str, seeds: list[int], guards: 
     return "\n".join(rows)
 
 
+MAGNITUDE_FREE = ("centring", "position")
+
+
+def relative_fd(c: Cell) -> float:
+    """The guarded FD over the unguarded FD, summed over full and few steps, mean over seeds."""
+    ratios = [
+        (c.q["on/full/frechet"][i] + c.q["on/few/frechet"][i])
+        / (c.q["off/full/frechet"][i] + c.q["off/few/frechet"][i])
+        for i in range(len(c.rho_on))
+    ]
+    return mean_std(ratios)[0]
+
+
+def pick_default(kept: dict[Guard, float], score: dict[Guard, float]) -> Guard:
+    """The defaults rule: among the settings that keep >= 90% of the unguarded reward gain on the
+    magnitude-free rewards (where the paper says the penalty should cost nothing), the one whose
+    images are closest to the data (lowest `score`, the FD relative to the unguarded run); when none
+    keeps 90%, the one that keeps the most."""
+    eligible = [g for g in kept if kept[g] >= 0.9] or [max(kept, key=lambda g: kept[g])]
+    return min(eligible, key=lambda g: score[g])
+
+
+def recommend(sweep: dict[str, Any], rewards: list[str], guards: list[Guard]) -> tuple[Guard, str]:
+    """pick_default on the sweep's numbers; returns the setting and the reason in words."""
+    free = [r for r in rewards if r in MAGNITUDE_FREE]
+    cells = {(g, r): collect(sweep, "nft", r, sweep["seeds"], g) for g in guards for r in rewards}
+    kept = {g: min((mean_std(cells[g, r].kept)[0] for r in free), default=1.0) for g in guards}
+    score = {g: statistics.fmean(relative_fd(cells[g, r]) for r in rewards) for g in guards}
+    best = pick_default(kept, score)
+    why = (
+        f"{best.form} hinge, weight {best.weight:g}, margin {best.margin:g}: it keeps "
+        f"{100 * kept[best]:.0f}% of the gain on {', '.join(free) or 'no magnitude-free reward'} and brings "
+        f"the FD to {100 * score[best]:.0f}% of the unguarded run's (mean over rewards, full and few steps)"
+    )
+    return best, why
+
+
 def render(
     results: dict[str, Any],
     bench: Bench,
@@ -707,6 +744,16 @@ def render(
         lines += [f"## Penalty sweep (NFT, seeds {', '.join(map(str, sweep['seeds']))})", ""]
         for reward in rewards:
             lines += [f"Reward `{reward}`:", "", sweep_table(sweep, reward, sweep["seeds"], list(SWEEP)), ""]
+        best, why = recommend(sweep, rewards, list(SWEEP))
+        lines += [
+            "Rule for the defaults (fixed before the numbers): among the settings that keep >= 90% of the "
+            "unguarded reward gain on the magnitude-free reward, take the one whose images are closest to "
+            "the data (lowest FD relative to the unguarded run, mean over rewards, full and few steps). "
+            f"By this rule: **{why}**. The config defaults are {guard.form}, weight {guard.weight:g}, "
+            f"margin {guard.margin:g}"
+            + (" (the same)." if best == guard else " (they differ: see the text)."),
+            "",
+        ]
     lines += [
         "## Verdict rules",
         "",

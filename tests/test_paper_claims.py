@@ -129,3 +129,11 @@ def test_smoke_run_on_a_diffusers_model_compares_with_its_own_samples(tmp_path, 
     assert (out / "reference-saturation.pt").is_file()
     base = json.loads((out / "results" / "base-saturation.json").read_text())
     assert abs(base["full"]["frechet"]) < 1e-3 and base["few"]["frechet"] > base["full"]["frechet"]
+
+
+def test_the_defaults_rule_prefers_data_closeness_among_settings_that_keep_the_gain():
+    light, strong, squared = pc.Guard(0.3), pc.Guard(3.0), pc.Guard(10.0, "squared")
+    kept = {light: 0.97, strong: 0.7, squared: 0.92}
+    score = {light: 0.8, strong: 0.5, squared: 0.6}  # FD relative to the unguarded run
+    assert pc.pick_default(kept, score) == squared  # strong is closest to the data but costs reward
+    assert pc.pick_default({strong: 0.7, light: 0.8}, {strong: 0.5, light: 0.9}) == light
