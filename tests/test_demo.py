@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 from normguard.trainer.backends.tinyflow import TinyFlowBackend
 from normguard.trainer.cli import build_parser, main
 from normguard.trainer.demo import DemoSettings, arm_config, run_demo
-from normguard.trainer.models.scenes import render_batch
+from normguard.trainer.models.scenes import parse_prompt, render_batch
 from normguard.trainer.report import findings, read_metrics, running_mean
 from normguard.trainer.rewards import RewardSpec, build_rewards, load_reward
 from normguard.trainer.rewards.scene import object_centroid, target_position
@@ -187,3 +187,10 @@ def test_demo_cli_flags_and_a_clear_error_for_a_bad_out(tmp_path, capsys):
     (taken / "notes.txt").write_text("someone else's")
     assert main(["demo", "--out", str(tmp_path / "taken"), "--iterations", "1", "--jobs", "1"]) == 2
     assert "not a NormGuard run" in capsys.readouterr().err
+
+
+def test_a_centring_demo_trains_on_prompts_that_leave_the_position_to_the_reward(tmp_path):
+    cfg = arm_config(tmp_path, DemoSettings(reward="centring"), "normguard")
+    assert cfg.rewards[0].name == "centring" and len(cfg.prompts) == 32
+    assert all("position" not in parse_prompt(p) for p in [*cfg.prompts, *cfg.eval_prompts])
+    assert any("position" in parse_prompt(p) for p in arm_config(tmp_path, TINY, "normguard").prompts)

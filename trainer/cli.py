@@ -97,14 +97,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="train the builtin model with and without NormGuard and write a report (minutes on a CPU)",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
+    dflt = _demo_defaults()
     d.add_argument("--out", default="runs/demo", help="folder for both runs, their LoRAs and report.md")
-    d.add_argument("--iterations", type=int, help="RL iterations per run (default: the demo's tuned count)")
-    d.add_argument("--reward", help="reward id to train on (default: saturation)")
-    d.add_argument("--method", choices=["nft", "awm", "dpo", "grpo"], help="RL method (default: nft)")
-    d.add_argument("--seed", type=int, help="seed of both runs (default 0)")
-    d.add_argument("--samples", type=int, help="images per model in the final comparison (default 128)")
+    d.add_argument("--iterations", type=int, default=dflt.iterations, help="RL iterations per run")
+    d.add_argument("--reward", default=dflt.reward, help="reward id to train on (e.g. contrast, centring)")
+    d.add_argument("--method", choices=["nft", "awm", "dpo", "grpo"], default=dflt.method, help="RL method")
+    d.add_argument("--seed", type=int, default=dflt.seed, help="seed of both runs")
+    d.add_argument(
+        "--samples", type=int, default=dflt.final_samples, help="images per model in the final comparison"
+    )
     d.add_argument("--jobs", type=int, default=2, choices=[1, 2], help="worker processes (one per run)")
     return parser
+
+
+def _demo_defaults():
+    from .demo import DemoSettings
+
+    return DemoSettings()
 
 
 def parse_reward(text: str) -> dict[str, Any]:

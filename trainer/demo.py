@@ -60,9 +60,10 @@ class DemoSettings:
 
 def arm_config(out: Path, s: DemoSettings, arm: str) -> TrainConfig:
     """The TrainConfig of one arm; the arms differ only in normguard_weight."""
-    from .scene_eval import scene_prompts
+    from .scene_eval import PROMPT_OMITS, scene_prompts
 
     defaults = TrainConfig()
+    omit = PROMPT_OMITS.get(s.reward, ())
     guard = {
         "normguard_weight": defaults.normguard_weight if s.normguard_weight is None else s.normguard_weight,
         "normguard_form": s.normguard_form or defaults.normguard_form,
@@ -73,8 +74,8 @@ def arm_config(out: Path, s: DemoSettings, arm: str) -> TrainConfig:
     return TrainConfig(
         model=s.model,
         device="cpu",
-        prompts=scene_prompts(s.train_prompts, s.seed),
-        eval_prompts=scene_prompts(s.eval_samples, s.seed + 1),
+        prompts=scene_prompts(s.train_prompts, s.seed, omit),
+        eval_prompts=scene_prompts(s.eval_samples, s.seed + 1, omit),
         rewards=[s.reward],
         monitor_rewards=["scene_judge"],
         method=s.method,
@@ -122,7 +123,15 @@ def run_arm(
     from .backends import load_backend
     from .loop import Trainer
     from .rewards import RewardSpec, build_rewards
-    from .scene_eval import EvalSet, SceneJudge, evaluate_policy, scene_prompts
+    from .scene_eval import (
+        PROMPT_OMITS,
+        REFERENCE_FIXED,
+        EvalSet,
+        SceneJudge,
+        evaluate_policy,
+        real_scene_stats,
+        scene_prompts,
+    )
 
     torch.set_num_threads(1)
     cpu0 = time.process_time()
@@ -131,7 +140,9 @@ def run_arm(
     result = trainer.run()
     post(("phase", arm, "evaluating"))
     rewards, judge = build_rewards([RewardSpec(s.reward)]), SceneJudge()
-    prompts = scene_prompts(s.final_samples, s.seed + 2)
+    if s.reward in REFERENCE_FIXED:  # e.g. centring: compare with real scenes that have the object centred
+        judge.reference = real_scene_stats(judge.judge, REFERENCE_FIXED[s.reward])
+    prompts = scene_prompts(s.final_samples, s.seed + 2, PROMPT_OMITS.get(s.reward, ()))
     models = {arm: trainer.backend}
     if arm == "unguarded":  # the base model: the same weights with no adapter
         models["base"] = load_backend(s.model, "cpu")

@@ -25,6 +25,12 @@ from .rewards import RewardSet
 from .rewards.scene import chroma, luma_contrast
 from .rollout import randn, sample
 
+# What each toy reward leaves to the prompt, and which real scenes it asks for: `centring` decides
+# the position itself, so its prompts name none and the Fréchet reference is real scenes with the
+# object in the centre (what a perfect policy would draw); the other rewards keep the full data.
+PROMPT_OMITS: dict[str, tuple[str, ...]] = {"centring": ("position",)}
+REFERENCE_FIXED: dict[str, dict[str, str]] = {"centring": {"position": "centre"}}
+
 
 def scene_prompts(n: int, seed: int, omit: tuple[str, ...] = ()) -> list[str]:
     """n prompts naming every attribute of a random scene (the training data's prompt form) except
