@@ -587,9 +587,10 @@ def machine() -> str:
     except OSError:
         pass
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return (
-        f"{cpu}, {os.cpu_count()} cores, {gpu}; torch {torch.__version__}, Python {platform.python_version()}"
-    )
+    load = ""
+    if hasattr(os, "getloadavg"):
+        load = f", load average {os.getloadavg()[1]:.1f} when written (other jobs shared the cores)"
+    return f"{cpu}, {os.cpu_count()} cores, {gpu}; torch {torch.__version__}, Python {platform.python_version()}{load}"
 
 
 def claims_table(
@@ -744,7 +745,20 @@ def render(
             "Mean ± std over seeds. rho: mean over the full-step sampler steps of ||v_theta|| / ||v_ref|| on "
             "the policy's own trajectory. Gain kept: (guarded - base) / (unguarded - base) reward, per seed. "
             "Judge acc.: fraction of the prompt's attributes the judge sees. FD: Fréchet distance of the "
-            "judge's features to real scenes (lower = closer to the data).",
+            "judge's features to "
+            + (
+                "the base model's own full-step samples (this model was not trained on the scenes)"
+                if bench.model != "builtin"
+                else "real scenes"
+                + (" with " + ", ".join(f"{k} = {v}" for k, v in REFERENCE_FIXED[reward].items()))
+                * (reward in REFERENCE_FIXED)
+                + (
+                    f"; the prompts name no {', '.join(PROMPT_OMITS[reward])}"
+                    if reward in PROMPT_OMITS
+                    else ""
+                )
+            )
+            + " (lower = closer).",
             "",
             claims_table(results, methods, reward, seeds, guard),
             "",
@@ -785,7 +799,10 @@ def render(
         "below 1.05. NormGuard 'holds rho' when the guarded mean is <= 1.01.",
         "- (2) holds when the mean gain kept is >= 90%, 'partly' from 50%.",
         "- (3), (4), (5): a model is better than another on a measure only when it is better at every seed "
-        "(with 3 seeds, a coin would manage that 1 time in 8). (3) holds when the guarded LoRA's FD is lower "
+        "(with 3 seeds, a coin would manage that 1 time in 8), and by at least a minimum difference: FD lower "
+        f"by {100 * MIN_FD_FRACTION:g}% of the larger one, judge accuracy higher by {100 * MIN_ACCURACY:g} "
+        f"point(s), reward higher by {100 * MIN_REWARD_FRACTION:g}% of the unguarded gain; smaller "
+        "differences are ties. (3) holds when the guarded LoRA's FD is lower "
         "at full and at few steps; the judge accuracy and whether the FD gain grows at few steps are "
         "reported beside it. (4) holds when rescaling improves neither the reward nor any quality measure. "
         "(5) holds when the guarded LoRA's FD beats the early-stopped checkpoint's at full and few steps.",
