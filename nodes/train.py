@@ -212,11 +212,11 @@ class NormGuardTrainLoRA(io.ComfyNode):
                 io.Combo.Input("method", options=list(METHODS), default="nft"),
                 io.Float.Input(
                     "normguard_weight",
-                    default=1.0,
+                    default=DEFAULTS["normguard_weight"],
                     min=0.0,
                     max=1000.0,
                     step=0.01,
-                    tooltip="Penalty weight (0 = off).",
+                    tooltip="Penalty weight (0 = off); the hinge form and margin are in the options node.",
                 ),
                 io.Int.Input("iterations", default=100, min=1, max=100000),
                 io.Int.Input(

@@ -32,7 +32,7 @@ def test_each_method_trains_a_lora(tiny_config, method):
     assert lora and all(k.endswith((".lora_A.weight", ".lora_B.weight")) for k in lora)
     assert max(v.abs().max().item() for k, v in lora.items() if "lora_B" in k) > 0  # trained away from B = 0
     facts = normguard_facts(read_lora_metadata(result.lora_path))
-    assert facts["method"] == method and facts["weight"] == 1.0 and facts["iterations"] == 2
+    assert facts["method"] == method and facts["weight"] == cfg.normguard_weight and facts["iterations"] == 2
     assert facts["reward"] == [{"name": "jpeg_incompressibility", "weight": 1.0}]
     rows = metrics(result.run_dir)
     assert [r["iteration"] for r in rows] == [0, 1, 2]  # 0: the base model's evaluation

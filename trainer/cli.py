@@ -92,7 +92,28 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
     add_config_flags(t)
     sub.add_parser("rewards", help="list the available rewards")
+    d = sub.add_parser(
+        "demo",
+        help="train the builtin model with and without NormGuard and write a report (minutes on a CPU)",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    dflt = _demo_defaults()
+    d.add_argument("--out", default="runs/demo", help="folder for both runs, their LoRAs and report.md")
+    d.add_argument("--iterations", type=int, default=dflt.iterations, help="RL iterations per run")
+    d.add_argument("--reward", default=dflt.reward, help="reward id to train on (e.g. contrast, centring)")
+    d.add_argument("--method", choices=["nft", "awm", "dpo", "grpo"], default=dflt.method, help="RL method")
+    d.add_argument("--seed", type=int, default=dflt.seed, help="seed of both runs")
+    d.add_argument(
+        "--samples", type=int, default=dflt.final_samples, help="images per model in the final comparison"
+    )
+    d.add_argument("--jobs", type=int, default=2, choices=[1, 2], help="worker processes (one per run)")
     return parser
+
+
+def _demo_defaults():
+    from .demo import DemoSettings
+
+    return DemoSettings()
 
 
 def parse_reward(text: str) -> dict[str, Any]:
@@ -173,9 +194,30 @@ def cmd_rewards(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .checkpoint import RunDirError
+    from .demo import DemoSettings, run_demo, settings_with
+
+    settings = settings_with(
+        DemoSettings(),
+        iterations=args.iterations,
+        reward=args.reward,
+        method=args.method,
+        seed=args.seed,
+        final_samples=args.samples,
+    )
+    try:
+        report = run_demo(args.out, settings, jobs=args.jobs)
+    except (ValueError, FileNotFoundError, RunDirError) as e:
+        print(f"normguard: error: {e}", file=sys.stderr)
+        return 2
+    print(f"report: {report}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return {"train": cmd_train, "rewards": cmd_rewards}[args.command](args)
+    return {"train": cmd_train, "rewards": cmd_rewards, "demo": cmd_demo}[args.command](args)
 
 
 if __name__ == "__main__":

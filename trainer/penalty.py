@@ -49,9 +49,9 @@ def hinge_excess(
 def normguard_penalty(
     v_theta: torch.Tensor,
     v_ref: torch.Tensor | None,
-    weight: float = 1.0,
+    weight: float = 10.0,
     *,
-    form: Form = "linear",
+    form: Form = "squared",
     relative: bool = True,
     margin: float = 0.0,
     reduction: Reduction = "sample",

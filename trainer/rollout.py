@@ -40,6 +40,13 @@ def randn(shape: Sequence[int], generators: Sequence[torch.Generator], device: t
     return torch.stack([torch.randn(tuple(shape), generator=g) for g in generators]).to(device)
 
 
+def rescale_to_norm(v: torch.Tensor, v_ref: torch.Tensor) -> torch.Tensor:
+    """v with each sample's L2 norm set to that of v_ref (direction kept): inference-time rescaling,
+    the CFG-rescale idea applied to the velocity norm (PAPER.md, claim 3)."""
+    scale = velocity_norms(v_ref) / velocity_norms(v).clamp_min(1e-12)
+    return v * scale.to(v.dtype).view(-1, *([1] * (v.ndim - 1)))
+
+
 def guided_velocity(
     backend: FlowBackend, x: torch.Tensor, sigma: torch.Tensor, cond: Cond, uncond: Cond | None, cfg: float
 ) -> torch.Tensor:
@@ -64,6 +71,7 @@ def sample(
     generators: Sequence[torch.Generator] | None = None,
     record_norms: bool = False,
     record_trajectory: bool = False,
+    rescale_to_reference: bool = False,
     on_step: Callable[[int, int], None] | None = None,
 ) -> Rollout:
     """Integrate from noise (sigma = sigmas[0]) to sigmas[-1] with the policy.
@@ -72,6 +80,8 @@ def sample(
     records log-probabilities and the trajectory; 0 is the deterministic Euler ODE.
     record_norms also evaluates the reference (same x, same guidance) at every step: about twice
     the cost, so the trainer does it only on its periodic evaluation set.
+    rescale_to_reference sets ||v|| to ||v_ref|| at every step before it is used (it also needs
+    the reference pass); the recorded v_norms are then those before rescaling.
     """
     if sde_eta > 0 and (generators is None or len(generators) != noise.shape[0]):
         raise ValueError("the SDE sampler needs one torch.Generator per sample")
@@ -80,17 +90,21 @@ def sample(
     states = [x] if (record_trajectory or sde_eta > 0) else None
     log_probs, v_norms, ref_norms = [], [], []
     sigma_max = float(sigmas[1]) if len(sigmas) > 1 else 1.0
+    needs_ref = record_norms or rescale_to_reference
     # a merged adapter cannot be switched off: only merge when no reference pass is needed
-    with nullcontext() if record_norms else backend.sampling():
+    with nullcontext() if needs_ref else backend.sampling():
         for k in range(steps):
             s = torch.full((b,), float(sigmas[k]), device=backend.device)
             s_next = torch.full((b,), float(sigmas[k + 1]), device=backend.device)
             v = guided_velocity(backend, x, s, cond, uncond, cfg)
-            if record_norms:
+            if needs_ref:
                 with backend.reference():
                     v_ref = guided_velocity(backend, x, s, cond, uncond, cfg)
-                v_norms.append(velocity_norms(v))
-                ref_norms.append(velocity_norms(v_ref))
+                if record_norms:
+                    v_norms.append(velocity_norms(v))
+                    ref_norms.append(velocity_norms(v_ref))
+                if rescale_to_reference:
+                    v = rescale_to_norm(v, v_ref)
             if sde_eta > 0:
                 mean, std = sde_step_mean(x, v, s, s_next, eta=sde_eta, sigma_max=sigma_max)
                 x_next = mean + std.view(-1, *([1] * (x.ndim - 1))) * randn(x.shape[1:], generators, x.device)

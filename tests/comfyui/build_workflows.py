@@ -143,7 +143,7 @@ Pick your LoRA in *NormGuard LoRA Loader* (models/loras).
 ON_OFF_NOTE = """
 ## NormGuard on vs off (same seeds)
 
-Trains two LoRAs with identical settings and seed: `normguard_weight` 1.0 and 0.0. The JPEG
+Trains two LoRAs with identical settings and seed: `normguard_weight` 10 (the default) and 0. The JPEG
 incompressibility reward needs no files and is quick to hack, which makes the norm inflation easy to see.
 Then samples base, NormGuard on and NormGuard off with the same seed into one norm graph.
 
@@ -164,7 +164,7 @@ def train_workflow() -> dict:
             options='{"processor": "CLIP-ViT-H-14-laion2B-s32B-b79K"}',
         ),  # fmt: skip
         train_options(1),
-        trainer("train", 2, "sd35m_pickscore_normguard", 1.0, 300),
+        trainer("train", 2, "sd35m_pickscore_normguard", 10.0, 300),
         node(
             "pos", "CLIPTextEncode", 3, (400, 140), text="a photo of a red fox in the snow, highly detailed"
         ),
@@ -212,7 +212,7 @@ def on_off_workflow() -> dict:
     nodes += [
         node("reward", "NormGuardRewardJpegIncompressibility", 0, weight=1.0),
         train_options(0),
-        trainer("train_on", 1, "sd35m_jpeg_normguard_on", 1.0, 100),
+        trainer("train_on", 1, "sd35m_jpeg_normguard_on", 10.0, 100),
         trainer("train_off", 2, "sd35m_jpeg_normguard_off", 0.0, 100),
     ]
     links = []
