@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import statistics
@@ -37,11 +38,12 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 from comfyui.client import Comfy, EventStream  # noqa: E402
-from comfyui.server import build_base, comfyui_server  # noqa: E402
+from comfyui.server import ENV, build_base, comfyui_server  # noqa: E402
 
 PROMPT = "a red cube on a wooden table"
 UNET, CLIP, VAE = "tiny_sd3.safetensors", "tiny_clip_l.safetensors", "tiny_vae16.safetensors"
 MIB = 1024 * 1024
+EVENT = "normguard.train"  # the trainer node's websocket event (nodes/train.py)
 
 
 @dataclass(frozen=True)
@@ -59,7 +61,8 @@ class Variant:
     key: str
     label: str
     kind: str  # "peer" | "ours"
-    inputs: dict[str, Any] = field(default_factory=dict)
+    inputs: dict[str, Any] = field(default_factory=dict)  # the trainer node's
+    options: dict[str, Any] = field(default_factory=dict)  # ours: NormGuardTrainOptions'
 
 
 VARIANTS = {
@@ -69,6 +72,13 @@ VARIANTS = {
         Variant("tln_fp32", "TrainLoraNode (fp32)", "peer", {"training_dtype": "fp32", "lora_dtype": "fp32"}),
         Variant("ng1", "NormGuardTrainLoRA nft, w=1", "ours", {"normguard_weight": 1.0}),
         Variant("ng0", "NormGuardTrainLoRA nft, w=0", "ours", {"normguard_weight": 0.0}),
+        Variant(
+            "ng1_dec1",
+            "NormGuardTrainLoRA nft, w=1, decode_batch_size 1",
+            "ours",
+            {"normguard_weight": 1.0},
+            {"extra": "decode_batch_size: 1"},
+        ),
     )
 }
 
@@ -89,7 +99,10 @@ def prepare_graph(s: Settings) -> dict[str, Any]:
         },
         "latents": {"class_type": "VAEEncode", "inputs": {"pixels": ["image", 0], "vae": ["vae", 0]}},
         # output nodes, so that ComfyUI runs (and caches) every node above
-        "save_latents": {"class_type": "SaveLatent", "inputs": {"samples": ["latents", 0], "filename_prefix": "bench/x"}},
+        "save_latents": {
+            "class_type": "SaveLatent",
+            "inputs": {"samples": ["latents", 0], "filename_prefix": "bench/x"},
+        },
         "save_cond": {"class_type": "PreviewAny", "inputs": {"source": ["pos", 0]}},
         "save_models": {
             "class_type": "PreviewAny",
@@ -127,7 +140,7 @@ def ours_graph(s: Settings, v: Variant, name: str) -> dict[str, Any]:
             "lora_targets": "", "guidance": 0.0, "gradient_checkpointing": True,
             "checkpoint_every": s.steps, "eval_every": 0, "eval_samples": 1, "eval_few_steps": 0,
             "warn_rho": 1.1, "stop_on_warning": False, "init_lora": "none",
-            "reward_normalize_each": False, "lora_format": "comfyui", "extra": "",
+            "reward_normalize_each": False, "lora_format": "comfyui", "extra": "", **v.options,
         },
     }  # fmt: skip
     g["train"] = {
@@ -190,18 +203,62 @@ class Events:
         self.thread.join(timeout=5)
 
 
-def peer_step_seconds(events: list[tuple[float, dict[str, Any]]], node: str, steps: int) -> float:
-    """Median time between TrainLoraNode's progress updates 1..steps (one per optimizer step)."""
+class RssSampler:
+    """The process's RSS every `period` seconds (a background thread): per-phase peaks, which VmHWM
+    (one mark for the whole graph) cannot give."""
+
+    def __init__(self, pid: int, period: float = 0.01):
+        self.pid, self.period = pid, period
+        self.samples: list[tuple[float, int]] = []
+        self.running = True
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while self.running:
+            self.samples.append((time.perf_counter(), proc_status(self.pid)["VmRSS"]))
+            time.sleep(self.period)
+
+    def close(self) -> None:
+        self.running = False
+        self.thread.join(timeout=5)
+
+    def peak(self, windows: list[tuple[float, float]]) -> int:
+        inside = [rss for t, rss in self.samples if any(a <= t <= b for a, b in windows)]
+        if not inside:
+            raise RuntimeError(f"no RSS sample inside the training windows {windows}")
+        return max(inside)
+
+
+def peer_progress(events: list[tuple[float, dict[str, Any]]], node: str, steps: int) -> dict[int, float]:
+    """Arrival time of TrainLoraNode's progress update for each step it reported (one per optimizer
+    step; ComfyUI drops updates < 0.1 s apart except the first and the last)."""
     times: dict[int, float] = {}
     for t, m in events:
         d = m.get("data", {})
         if m.get("type") == "progress" and d.get("node") == node and d.get("max") == steps:
             times.setdefault(int(d["value"]), t)
+    if len(times) < 2 or max(times) != steps:
+        raise RuntimeError(f"TrainLoraNode sent progress for steps {sorted(times)}; need 1..{steps}")
+    return times
+
+
+def peer_step_seconds(times: dict[int, float]) -> float:
+    """Median time per step over steps 2..N (step 1 warms up)."""
     seen = sorted(times)
-    if len(seen) < 2 or seen[-1] != steps:
-        raise RuntimeError(f"TrainLoraNode sent progress for steps {seen}; need 1..{steps} (use --steps >= 3)")
-    gaps = [(times[b] - times[a]) / (b - a) for a, b in zip(seen, seen[1:], strict=False)]
-    return statistics.median(gaps)
+    return statistics.median((times[b] - times[a]) / (b - a) for a, b in zip(seen, seen[1:], strict=False))
+
+
+def ours_windows(events: list[tuple[float, dict[str, Any]]], node: str) -> list[tuple[float, float]]:
+    """When each iteration's training passes + optimizer step ran: they end just before the node's
+    per-iteration event, which carries their durations."""
+    windows = []
+    for t, m in events:
+        d = m.get("data", {})
+        if m.get("type") == EVENT and d.get("node") == node and d.get("phase") == "iteration":
+            train = d["metrics"]["time_train_passes"] + d["metrics"]["time_optimizer"]
+            windows.append((t - train - 0.02, t))
+    return windows
 
 
 def ours_seconds(metrics_file: Path) -> tuple[float, float]:
@@ -209,7 +266,7 @@ def ours_seconds(metrics_file: Path) -> tuple[float, float]:
     rows = [json.loads(line) for line in metrics_file.read_text().splitlines() if line.strip()]
     rows = [r for r in rows if "time_iteration" in r][1:]
     if not rows:
-        raise RuntimeError(f"{metrics_file} has fewer than 2 iterations (use --steps >= 2)")
+        raise RuntimeError(f"{metrics_file} has fewer than 2 iterations (use --steps >= 3)")
     step = statistics.median(r["time_train_passes"] + r["time_optimizer"] for r in rows)
     return step, statistics.median(r["time_iteration"] for r in rows)
 
@@ -217,11 +274,12 @@ def ours_seconds(metrics_file: Path) -> tuple[float, float]:
 @dataclass
 class Result:
     variant: str
-    step_per_sample: float
-    iteration_per_sample: float | None
+    step_per_sample: float  # seconds per optimizer step per trained sample
+    iteration_per_sample: float | None  # ours: the whole RL iteration
     baseline: int  # RSS with the models loaded (bytes)
-    load_peak: int  # peak while loading
-    train_peak: int  # peak during the training graph
+    load_peak: int  # peak while loading them
+    step_peak: int  # highest sampled RSS while training steps ran
+    run_peak: int  # peak of the whole training graph (VmHWM)
 
 
 def run_variant(base: Path, args: argparse.Namespace, s: Settings, v: Variant, tag: str) -> Result:
@@ -231,32 +289,53 @@ def run_variant(base: Path, args: argparse.Namespace, s: Settings, v: Variant, t
         comfy.run(prepare_graph(s), timeout=args.timeout)
         loaded = proc_status(server.pid)
         reset_peak(server.pid)
-        events = Events(server.url, comfy.client_id)
+        events, rss = Events(server.url, comfy.client_id), RssSampler(server.pid)
         try:
             graph = peer_graph(s, v, name) if v.kind == "peer" else ours_graph(s, v, name)
             comfy.run(graph, timeout=args.timeout)
         finally:
+            rss.close()
             events.close()
-        peak = proc_status(server.pid)["VmHWM"]
+        run_peak = proc_status(server.pid)["VmHWM"]
     if v.kind == "peer":
-        step, iteration = peer_step_seconds(events.items, "train", s.steps), None
+        times = peer_progress(events.items, "train", s.steps)
+        step, iteration = peer_step_seconds(times), None
+        windows = [(min(times.values()) - step, max(times.values()))]
     else:
         step, iteration = ours_seconds(base / "output" / "normguard" / name / "metrics.jsonl")
+        windows = ours_windows(events.items, "train")
     return Result(
         v.key,
         step / s.batch,
         None if iteration is None else iteration / s.batch,
         loaded["VmRSS"],
         loaded["VmHWM"],
-        peak,
+        rss.peak(windows),
+        run_peak,
     )
+
+
+def mmdit_facts(path: Path) -> tuple[int, int]:
+    """(joint blocks, parameters) of an SD3 MMDiT safetensors file, from its header alone."""
+    with open(path, "rb") as f:
+        header = json.loads(f.read(int.from_bytes(f.read(8), "little")))
+    header.pop("__metadata__", None)
+    depth = header["x_embedder.proj.weight"]["shape"][0] // 64  # ComfyUI's own detection rule
+    return depth, sum(math.prod(t["shape"]) for t in header.values())
+
+
+def cpu_name() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.machine()
 
 
 # --- report ------------------------------------------------------------------------------------------
 
 
 def summarize(results: list[Result]) -> dict[str, dict[str, float | None]]:
-    """Per variant: medians over repeats."""
+    """Per variant: medians over repeats (memory as increments over the loaded models)."""
     out: dict[str, dict[str, float | None]] = {}
     for key in dict.fromkeys(r.variant for r in results):
         rs = [r for r in results if r.variant == key]
@@ -264,30 +343,36 @@ def summarize(results: list[Result]) -> dict[str, dict[str, float | None]]:
         out[key] = {
             "step": statistics.median(r.step_per_sample for r in rs),
             "iteration": statistics.median(its) if its else None,
-            "baseline": statistics.median(r.baseline for r in rs),
-            "peak": statistics.median(r.train_peak for r in rs),
-            "increment": statistics.median(r.train_peak - r.baseline for r in rs),
+            "loaded": statistics.median(r.baseline for r in rs),
+            "step_peak": statistics.median(r.step_peak - r.baseline for r in rs),
+            "run_peak": statistics.median(r.run_peak - r.baseline for r in rs),
             "runs": len(rs),
         }
     return out
 
 
-def table(summary: dict[str, dict[str, float | None]], reference: str) -> str:
-    """A markdown table; ratios are ours (or any variant) / the reference TrainLoraNode variant."""
-    ref = summary[reference]
-    head = (
+def tables(summary: dict[str, dict[str, float | None]], references: list[str]) -> str:
+    """Markdown: absolute numbers per variant, then ours / each TrainLoraNode variant."""
+    lines = [
         "| variant | train step / sample (s) | RL iteration / sample (s) | models loaded (MiB) | "
-        f"peak (MiB) | peak - loaded (MiB) | step x {reference} | peak x {reference} | "
-        f"peak - loaded x {reference} |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|"
-    )
-    lines = [head]
+        "+ peak in training steps (MiB) | + peak of the run (MiB) |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     for key, m in summary.items():
         it = "-" if m["iteration"] is None else f"{m['iteration']:.3f}"
         lines.append(
-            f"| {VARIANTS[key].label} | {m['step']:.3f} | {it} | {m['baseline'] / MIB:.0f} | "
-            f"{m['peak'] / MIB:.0f} | {m['increment'] / MIB:.0f} | {m['step'] / ref['step']:.2f} | "
-            f"{m['peak'] / ref['peak']:.2f} | {m['increment'] / ref['increment']:.2f} |"
+            f"| {VARIANTS[key].label} | {m['step']:.3f} | {it} | {m['loaded'] / MIB:.0f} | "
+            f"{m['step_peak'] / MIB:.0f} | {m['run_peak'] / MIB:.0f} |"
         )
+    ours = [k for k in summary if VARIANTS[k].kind == "ours"]
+    if ours:
+        cols = [(q, ref) for q in ("step", "step_peak", "run_peak") for ref in references]
+        names = {"step": "step time", "step_peak": "+ step peak", "run_peak": "+ run peak"}
+        lines += ["", "| ours / peer | " + " | ".join(f"{names[q]} / {ref}" for q, ref in cols) + " |"]
+        lines.append("|---|" + "---:|" * len(cols))
+        for key in ours:
+            cells = [f"{summary[key][q] / summary[ref][q]:.2f}" for q, ref in cols]
+            lines.append(f"| {VARIANTS[key].label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -304,28 +389,30 @@ def main() -> None:
     ap.add_argument("--sample-steps", type=int, default=4, help="our rollout's sampler steps")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated of {list(VARIANTS)}")
-    ap.add_argument("--reference", default="tln", help="the variant ratios divide by")
+    ap.add_argument("--references", default="tln,tln_fp32", help="the peer variants ratios divide by")
     ap.add_argument("--timeout", type=float, default=1800, help="seconds per graph")
     ap.add_argument("--json", type=Path, help="also write every run's numbers here")
     args = ap.parse_args()
     if not args.comfyui_path or not (Path(args.comfyui_path) / "main.py").is_file():
         ap.error(f"--comfyui-path (or COMFYUI_PATH) must be a ComfyUI checkout, got {args.comfyui_path!r}")
     keys = [k.strip() for k in args.variants.split(",") if k.strip()]
-    unknown = [k for k in keys if k not in VARIANTS]
-    if unknown or args.reference not in keys:
-        ap.error(f"--variants must name some of {list(VARIANTS)} including --reference {args.reference!r}")
+    refs = [k for k in (k.strip() for k in args.references.split(",")) if k in keys]
+    if any(k not in VARIANTS for k in keys) or not refs or any(VARIANTS[k].kind != "peer" for k in refs):
+        ap.error(f"--variants must name some of {list(VARIANTS)}, with a TrainLoraNode one of --references")
     if args.steps < 3:
         ap.error(f"--steps must be >= 3 (the first step is warm-up), got {args.steps}")
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
     s = Settings(args.size, args.batch, args.rank, args.steps, args.sample_steps)
 
     with tempfile.TemporaryDirectory(prefix="comfy-peers-") as tmp:
-        base = args.base_dir or build_base(Path(tmp) / "base", args.comfyui_path, args.comfyui_python, args.depth)
-        depth = "from --base-dir" if args.base_dir else args.depth
+        base = args.base_dir or build_base(
+            Path(tmp) / "base", args.comfyui_path, args.comfyui_python, args.depth
+        )
+        depth, params = mmdit_facts(base / "models" / "diffusion_models" / UNET)
         print(
-            f"SD3 MMDiT depth {depth}, {s.size}x{s.size} ({s.size // 8}x{s.size // 8} latents), batch {s.batch}, "
-            f"LoRA rank {s.rank}, {s.steps} steps, our rollout {s.sample_steps} sampler steps, "
-            f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}, {os.cpu_count()} CPUs ({platform.processor() or platform.machine()})",
+            f"SD3 MMDiT: depth {depth}, {params / 1e6:.1f} M parameters (fp32); {s.size}x{s.size} images "
+            f"({s.size // 8}x{s.size // 8} latents), batch {s.batch}, LoRA rank {s.rank}, {s.steps} steps, our "
+            f"rollout {s.sample_steps} sampler steps; OMP_NUM_THREADS={ENV['OMP_NUM_THREADS']}, "
+            f"{os.cpu_count()} CPUs ({cpu_name()})",
             flush=True,
         )
         results = []
@@ -336,16 +423,19 @@ def main() -> None:
                 r = run_variant(base, args, s, VARIANTS[key], f"r{rep}")
                 results.append(r)
                 print(
-                    f"  repeat {rep} {key}: step/sample {r.step_per_sample:.3f} s, peak {r.train_peak / MIB:.0f} MiB "
-                    f"(loaded {r.baseline / MIB:.0f} MiB) [{time.perf_counter() - t0:.0f} s]",
+                    f"  repeat {rep} {key}: step/sample {r.step_per_sample:.3f} s, loaded {r.baseline / MIB:.0f} "
+                    f"MiB, + step peak {(r.step_peak - r.baseline) / MIB:.0f} MiB, + run peak "
+                    f"{(r.run_peak - r.baseline) / MIB:.0f} MiB [{time.perf_counter() - t0:.0f} s]",
                     flush=True,
                 )
     summary = summarize(results)
     print()
-    print(table(summary, args.reference))
+    print(tables(summary, refs))
     if args.json:
         args.json.write_text(
-            json.dumps({"settings": vars(s), "runs": [vars(r) for r in results], "summary": summary}, indent=1)
+            json.dumps(
+                {"settings": vars(s), "runs": [vars(r) for r in results], "summary": summary}, indent=1
+            )
         )
 
 

@@ -62,8 +62,18 @@ def comfyui_server(base: Path, comfy_path: str, python: str, env: dict[str, str]
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
             [
-                python, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port),
-                "--disable-api-nodes", "--base-directory", str(base), "--database-url", "sqlite:///:memory:",
+                python,
+                "main.py",
+                "--cpu",
+                "--listen",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--disable-api-nodes",
+                "--base-directory",
+                str(base),
+                "--database-url",
+                "sqlite:///:memory:",
             ],  # fmt: skip
             cwd=comfy_path,
             env=env,
