@@ -1,7 +1,8 @@
 """Write a tiny, download-free text-to-image kit in the formats ComfyUI's stock loaders detect.
 
-Run with ComfyUI's python:  python kit.py COMFYUI_PATH MODELS_DIR
-  diffusion_models/tiny_sd3.safetensors   SD3 MMDiT: depth 2 (hidden 128), context 4096, pooled 2048
+Run with ComfyUI's python:  python kit.py COMFYUI_PATH MODELS_DIR [--sd3-depth 2]
+  diffusion_models/tiny_sd3.safetensors   SD3 MMDiT: depth D (hidden 64 D, D heads; default 2),
+                                          context 4096, pooled 2048
   diffusion_models/tiny_flux.safetensors  FLUX: hidden 128, 1 double + 1 single block, context/pooled 768
   text_encoders/tiny_clip_l.safetensors   full-size CLIP-L (its config is fixed), random, fp16
   vae/tiny_vae16.safetensors              diffusers AutoencoderKL with 16 latent channels, random, fp16
@@ -12,12 +13,13 @@ CLIPLoader type "sd3" turns one CLIP-L into SD3's conditioning (4096 zero-padded
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
 
 
-def main(comfy_dir: str, models_dir: str) -> None:
+def main(comfy_dir: str, models_dir: str, sd3_depth: int = 2) -> None:
     sys.path.insert(0, comfy_dir)
     import torch
     from comfy.cli_args import args
@@ -67,11 +69,11 @@ def main(comfy_dir: str, models_dir: str) -> None:
             "in_channels": 16,
             "out_channels": 16,
             "patch_size": 2,
-            "depth": 2,
+            "depth": sd3_depth,
             "adm_in_channels": 2048,
             "context_embedder_config": {
                 "target": "torch.nn.Linear",
-                "params": {"in_features": 4096, "out_features": 128},
+                "params": {"in_features": 4096, "out_features": 64 * sd3_depth},
             },
             "pos_embed_max_size": 32,
             "num_patches": 32 * 32,
@@ -134,4 +136,9 @@ def main(comfy_dir: str, models_dir: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    ap = argparse.ArgumentParser(description="Write the tiny ComfyUI kit.")
+    ap.add_argument("comfy_dir")
+    ap.add_argument("models_dir")
+    ap.add_argument("--sd3-depth", type=int, default=2, help="SD3 joint blocks (hidden = 64 x depth)")
+    a = ap.parse_args()
+    main(a.comfy_dir, a.models_dir, a.sd3_depth)

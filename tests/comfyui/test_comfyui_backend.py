@@ -9,7 +9,8 @@ import subprocess
 
 import pytest
 
-from .conftest import COMFYUI_PATH, COMFYUI_PYTHON, ENV, HERE, REPO
+from .conftest import COMFYUI_PATH, COMFYUI_PYTHON
+from .server import ENV, HERE, REPO
 
 
 @pytest.fixture(scope="module")
