@@ -70,13 +70,13 @@ VARIANTS = {
     for v in (
         Variant("tln", "TrainLoraNode (defaults: bf16)", "peer"),
         Variant("tln_fp32", "TrainLoraNode (fp32)", "peer", {"training_dtype": "fp32", "lora_dtype": "fp32"}),
-        Variant("ng1", "NormGuardTrainLoRA nft, w=1", "ours", {"normguard_weight": 1.0}),
+        Variant("ng1", "NormGuardTrainLoRA nft, w=10", "ours", {"normguard_weight": 10.0}),
         Variant("ng0", "NormGuardTrainLoRA nft, w=0", "ours", {"normguard_weight": 0.0}),
         Variant(
             "ng1_dec1",
-            "NormGuardTrainLoRA nft, w=1, decode_batch_size 1",
+            "NormGuardTrainLoRA nft, w=10, decode_batch_size 1",
             "ours",
-            {"normguard_weight": 1.0},
+            {"normguard_weight": 10.0},
             {"extra": "decode_batch_size: 1"},
         ),
     )

@@ -40,4 +40,4 @@ def test_peer_benchmark_prints_the_table(base_dir, tmp_path):
         assert r["baseline"] - 8 * 2**20 <= r["step_peak"] <= r["run_peak"] + 4 * 2**20
     assert runs["ng1"]["iteration_per_sample"] > runs["ng1"]["step_per_sample"]  # + rollout
     ratio = runs["ng1"]["step_per_sample"] / runs["tln"]["step_per_sample"]
-    assert f"| NormGuardTrainLoRA nft, w=1 | {ratio:.2f} |" in text
+    assert f"| NormGuardTrainLoRA nft, w=10 | {ratio:.2f} |" in text
