@@ -418,6 +418,8 @@ def fmt(values: list[float], digits: int = 3) -> str:
     m, s = mean_std(values)
     if math.isnan(m):
         return "n/a"
+    if len([v for v in values if v is not None and not math.isnan(v)]) == 1:
+        return f"{m:.{digits}f}"  # one seed: no spread to show
     return f"{m:.{digits}f} ± {s:.{digits}f}"
 
 
@@ -438,12 +440,13 @@ class Cell:
     # quality at "full" and "few": accuracy (higher better) and frechet (lower better), per arm
     q: dict[str, dict[str, list[float]]]
     early_iteration: list[int | None]
+    early_is_final: list[bool]  # the checkpoint picked is the unguarded run's last one: no stopping at all
 
 
 def collect(results: dict[str, Any], method: str, reward: str, seeds: list[int], guard: Guard) -> Cell:
     base = results["base"][f"base-{reward}"]
     q: dict[str, dict[str, list[float]]] = {}
-    rho_off, rho_on, r_off, r_on, kept, its = [], [], [], [], [], []
+    rho_off, rho_on, r_off, r_on, kept, its, final = [], [], [], [], [], [], []
     for s in seeds:
         bench = results["bench"]
         off = results["trained"][run_key(bench, method, reward, s, OFF)]
@@ -456,13 +459,14 @@ def collect(results: dict[str, Any], method: str, reward: str, seeds: list[int],
         r_on.append(on["full"]["reward"])
         kept.append(gain_kept(base["full"]["reward"], off["full"]["reward"], on["full"]["reward"]))
         its.append(it)
+        final.append(it is not None and it == max(int(k) for k in off.get("snapshots", {"0": 0})))
         arms = {"base": base, "off": off, "on": on, "rescaled": off["rescaled"], "early": early}
         for arm, res in arms.items():
             for sched in ("full", "few"):
                 for metric in ("accuracy", "frechet", "reward"):
                     v = res[sched][metric] if res is not None else math.nan
                     q.setdefault(f"{arm}/{sched}/{metric}", []).append(v)
-    return Cell(rho_off, rho_on, r_off, r_on, kept, q, its)
+    return Cell(rho_off, rho_on, r_off, r_on, kept, q, its, final)
 
 
 # The smallest differences that count as "better" (below them two models are a tie): the Fréchet
@@ -558,6 +562,12 @@ def verdicts(c: Cell) -> dict[str, str]:
         out["5"] = f"n/a at {n} seed(s): the unguarded run never reached the guarded reward"
         if n == len(c.early_iteration):
             return out
+    if all(c.early_is_final):
+        out["5"] = (
+            "n/a: the unguarded run first reached the guarded reward at its last checkpoint at every seed "
+            "(NormGuard kept the whole gain), so there was nothing to stop early"
+        )
+        return out
     ev = quality_verdict(c, "on", "early")
     wins = [k for k, v in ev.items() if v]
     fd_both = ev["frechet/full"] and ev["frechet/few"]
@@ -728,12 +738,15 @@ def render(
         f"Machine: {machine()}. Model: `{bench.model}`. Seeds: {', '.join(map(str, seeds))}. "
         f"Penalty: {guard.form} relative hinge, weight {guard.weight:g}, margin {guard.margin:g}. "
         f"{bench.samples} evaluation images per model at {bench.full_steps} (full) and {bench.few_steps} (few) "
-        f"Euler steps, the same prompts and noise for every model. Wall time {wall / 60:.0f} min on {jobs} "
-        f"worker process(es) of one torch thread; {cpu / 60:.1f} CPU-min in training and evaluation.",
+        f"Euler steps, the same prompts and noise for every model. {cpu / 60:.1f} CPU-min in training and "
+        f"evaluation on {jobs} worker process(es) of one torch thread (about {cpu / 60 / jobs:.0f} min of wall "
+        f"time; this invocation took {wall / 60:.0f} min, finished runs are read back from the cache).",
         "",
         "Reproduce: `python benchmarks/paper_claims.py"
         + (" --smoke" if bench.smoke else "")
-        + f" --seeds {' '.join(map(str, seeds))}` (results are cached in `{bench.out}/results`; "
+        + f" --seeds {' '.join(map(str, seeds))}"
+        + (" --sweep" if sweep else "")
+        + f"` (results are cached in `{bench.out}/results`; "
         "every run is deterministic given its seed).",
         "",
     ]
@@ -750,8 +763,11 @@ def render(
                 "the base model's own full-step samples (this model was not trained on the scenes)"
                 if bench.model != "builtin"
                 else "real scenes"
-                + (" with " + ", ".join(f"{k} = {v}" for k, v in REFERENCE_FIXED[reward].items()))
-                * (reward in REFERENCE_FIXED)
+                + (
+                    " with " + ", ".join(f"{k} = {v}" for k, v in REFERENCE_FIXED[reward].items())
+                    if reward in REFERENCE_FIXED
+                    else ""
+                )
                 + (
                     f"; the prompts name no {', '.join(PROMPT_OMITS[reward])}"
                     if reward in PROMPT_OMITS
