@@ -261,14 +261,16 @@ def ours_windows(events: list[tuple[float, dict[str, Any]]], node: str) -> list[
     return windows
 
 
-def ours_seconds(metrics_file: Path) -> tuple[float, float]:
-    """(training step, whole iteration) medians from the run's metrics.jsonl, first iteration left out."""
+def ours_seconds(metrics_file: Path) -> tuple[float, float, dict[str, float]]:
+    """(training step, whole iteration, every phase) medians from the run's metrics.jsonl, first
+    iteration left out."""
     rows = [json.loads(line) for line in metrics_file.read_text().splitlines() if line.strip()]
     rows = [r for r in rows if "time_iteration" in r][1:]
     if not rows:
         raise RuntimeError(f"{metrics_file} has fewer than 2 iterations (use --steps >= 3)")
     step = statistics.median(r["time_train_passes"] + r["time_optimizer"] for r in rows)
-    return step, statistics.median(r["time_iteration"] for r in rows)
+    phases = {k[5:]: statistics.median(r[k] for r in rows) for k in rows[0] if k.startswith("time_")}
+    return step, statistics.median(r["time_iteration"] for r in rows), phases
 
 
 @dataclass
@@ -302,7 +304,10 @@ def run_variant(base: Path, args: argparse.Namespace, s: Settings, v: Variant, t
         step, iteration = peer_step_seconds(times), None
         windows = [(min(times.values()) - step, max(times.values()))]
     else:
-        step, iteration = ours_seconds(base / "output" / "normguard" / name / "metrics.jsonl")
+        step, iteration, phases = ours_seconds(base / "output" / "normguard" / name / "metrics.jsonl")
+        print(
+            f"    {v.key} phases (s per iteration): " + ", ".join(f"{k} {t:.3f}" for k, t in phases.items())
+        )
         windows = ours_windows(events.items, "train")
     return Result(
         v.key,

@@ -139,6 +139,11 @@ def test_demo_end_to_end_same_numbers_in_one_or_two_processes(tmp_path):
     for line in findings(s1["final"]):
         assert line in report
     assert "demo_normguard.safetensors" in report and "demo_unguarded.safetensors" in report
+    # the trainer's evaluation grids at the start and the end of each run are shown
+    for arm in ("unguarded", "normguard"):
+        for it in (0, 2):
+            grid = f"{arm}/evals/iter-{it:06d}.png"
+            assert (tmp_path / "one" / grid).is_file() and f"]({grid})" in report
 
 
 def test_findings_say_what_the_numbers_say():

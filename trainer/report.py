@@ -278,6 +278,7 @@ def write_demo_report(
     ]
     if files["judge"] is not None:
         lines += [f"![judge accuracy](plots/{files['judge'].name})", ""]
+    lines += _eval_grid_lines(out, summary["arms"])
     lines += [
         "## Files",
         "",
@@ -293,6 +294,32 @@ def write_demo_report(
     path = out / "report.md"
     path.write_text("\n".join(lines), encoding="utf-8")
     return path
+
+
+def _eval_grid_lines(out: Path, arms: dict[str, Any]) -> list[str]:
+    """The trainer's evaluation grids (same prompts and seeds each time) at the start, middle and end of
+    each run, so the drift is seen as it happened."""
+    lines = []
+    for arm in arms:
+        grids = sorted((out / arm / "evals").glob("iter-*.png"))
+        picked = sorted({grids[0], grids[len(grids) // 2], grids[-1]}) if grids else []
+        for g in picked:
+            if not lines:
+                lines = [
+                    "## Evaluation grids over training",
+                    "",
+                    "The same held-out prompts and noise at every evaluation; top row full steps, "
+                    "bottom row few steps.",
+                    "",
+                ]
+            it = int(g.stem.split("-")[1])
+            lines += [
+                f"{MODEL_LABEL[arm][0].upper()}{MODEL_LABEL[arm][1:]}, iteration {it}:",
+                "",
+                f"![{arm} {it}]({arm}/evals/{g.name})",
+                "",
+            ]
+    return lines
 
 
 def _relative(path: str, folder: Path) -> str:
