@@ -16,7 +16,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))  # importable by name, also in the 
 pc = importlib.import_module("paper_claims")
 
 
-def cell(rho_off, rho_on, base, off, on, rescaled, early, early_it=(10, 10, 10)):
+def cell(rho_off, rho_on, base, off, on, rescaled, early, early_it=(10, 10, 10), early_final=False):
     """A Cell over 3 seeds; base/off/on/rescaled/early are (reward, accuracy, frechet) per seed,
     the same at full and few steps unless given as a dict {"full": ..., "few": ...}."""
     q = {}
@@ -28,7 +28,9 @@ def cell(rho_off, rho_on, base, off, on, rescaled, early, early_it=(10, 10, 10))
             q[f"{arm}/{sched}/frechet"] = [fd] * 3
     r_base, r_off, r_on = (q[f"{arm}/full/reward"][0] for arm in ("base", "off", "on"))
     kept = [pc.gain_kept(r_base, r_off, r_on)] * 3
-    return pc.Cell([rho_off] * 3, [rho_on] * 3, [r_off] * 3, [r_on] * 3, kept, q, list(early_it))
+    return pc.Cell(
+        [rho_off] * 3, [rho_on] * 3, [r_off] * 3, [r_on] * 3, kept, q, list(early_it), [early_final] * 3
+    )
 
 
 def test_the_papers_regime_gets_holds_everywhere():
@@ -65,6 +67,23 @@ def test_the_opposite_numbers_get_does_not_hold():
         "does not hold: rescaling improved the reward"
     )
     assert v["5"].startswith("does not hold")
+
+
+def test_early_stopping_at_the_last_checkpoint_is_no_verdict():
+    c = cell(
+        1.06,
+        1.0,
+        base=(0.2, 0.9, 5.0),
+        off=(0.6, 0.6, 30.0),
+        on=(0.6, 0.6, 30.0),
+        rescaled=(0.6, 0.6, 30.0),
+        early=(0.6, 0.6, 30.0),
+        early_it=(40, 40, 40),
+        early_final=True,
+    )
+    assert pc.verdicts(c)["5"].startswith(
+        "n/a: the unguarded run first reached the guarded reward at its last"
+    )
 
 
 def test_ties_within_the_minimum_differences_are_not_wins():

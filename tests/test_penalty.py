@@ -61,8 +61,9 @@ def test_values_match_plain_formulas():
     n, nr = v.norm(dim=1), v_ref.norm(dim=1)
     rel = torch.relu(n / nr - 1 - 0.05)
     ab = torch.relu(n - nr - 0.05)
-    assert torch.allclose(normguard_penalty(v, v_ref, 3.0, margin=0.05), 3.0 * rel.mean())
-    assert torch.allclose(normguard_penalty(v, v_ref, 3.0, margin=0.05, relative=False), 3.0 * ab.mean())
+    linear = dict(form="linear", margin=0.05)
+    assert torch.allclose(normguard_penalty(v, v_ref, 3.0, **linear), 3.0 * rel.mean())
+    assert torch.allclose(normguard_penalty(v, v_ref, 3.0, relative=False, **linear), 3.0 * ab.mean())
     assert torch.allclose(normguard_penalty(v, v_ref, 1.0, form="squared", margin=0.05), (rel**2).mean())
 
 
@@ -70,8 +71,8 @@ def test_token_reduction_matches_plain_formula():
     v_ref = torch.randn(2, 3, 4, 4)
     v = v_ref * (1 + 0.3 * torch.rand(2, 1, 4, 4))
     n, nr = v.norm(dim=1).flatten(1), v_ref.norm(dim=1).flatten(1)
-    expected = torch.relu(n / nr - 1).mean(dim=1).mean()
-    assert torch.allclose(normguard_penalty(v, v_ref, reduction="token"), expected)
+    expected = (torch.relu(n / nr - 1) ** 2).mean(dim=1).mean()  # the defaults: weight 10, squared hinge
+    assert torch.allclose(normguard_penalty(v, v_ref, reduction="token"), 10.0 * expected)
     tokens = torch.randn(2, 5, 7)  # [B, N, D] layout: norms over D
     assert velocity_norms(tokens, "token").shape == (2, 5)
     assert torch.allclose(velocity_norms(tokens, "token"), tokens.norm(dim=-1))
