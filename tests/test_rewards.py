@@ -28,6 +28,12 @@ EXPECTED = {
     "jpeg_incompressibility": False,
     "ocr": False,
     "pickscore": True,
+    # the scene rewards of the builtin model's demo (trainer/rewards/scene.py)
+    "centring": False,
+    "contrast": False,
+    "position": False,
+    "saturation": False,
+    "scene_judge": False,
 }
 
 
