@@ -228,7 +228,15 @@ class NormGuardTrainLoRA(io.ComfyNode):
                 io.Int.Input("height", default=512, min=16, max=4096, step=16),
                 io.Int.Input("lora_rank", default=16, min=1, max=512),
                 io.Float.Input("learning_rate", default=1e-4, min=1e-7, max=1.0, step=1e-7),
-                io.Int.Input("seed", default=0, min=0, max=2**31 - 1),
+                io.Int.Input(
+                    "seed",
+                    default=0,
+                    min=0,
+                    max=2**31 - 1,
+                    # not the frontend's "randomize" default for seeds: a new seed is a new run, so
+                    # queueing the graph again would start over instead of resuming
+                    control_after_generate=io.ControlAfterGenerate.fixed,
+                ),
                 io.String.Input("lora_name", default="normguard_lora"),
                 OptionsType.Input("options", optional=True, tooltip="From a NormGuard Train Options node."),
             ],

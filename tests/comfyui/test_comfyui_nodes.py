@@ -60,6 +60,8 @@ def test_every_node_is_listed(comfy):
     assert info["VelocityNormProbe"]["output"] == ["MODEL", "NORMGUARD_PROBE_LOG"]
     assert info["VelocityNormGraph"]["input"]["required"]["samples"][0] == "LATENT"
     assert set(train_inputs["required"]["method"][1]["options"]) == {"nft", "awm", "dpo", "grpo"}
+    # the seed stays fixed after queueing (the frontend randomizes seeds by default): queueing again resumes
+    assert train_inputs["required"]["seed"][1]["control_after_generate"] == "fixed"
 
 
 @pytest.fixture(scope="module")
