@@ -95,6 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser(
         "demo",
         help="train the builtin model with and without NormGuard and write a report (minutes on a CPU)",
+        description="Two LoRA trainings of the shipped TinyFlow model, identical but for the NormGuard "
+        "penalty, on a reward that invites velocity-norm inflation; then both LoRAs and the base model "
+        "are compared on fixed prompts and noise. Writes OUT/report.md with plots (docs/demo.md). "
+        "Running it again re-uses finished runs.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     dflt = _demo_defaults()
