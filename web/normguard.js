@@ -18,6 +18,7 @@ import {
   trainStatus,
   MAX_PROBE_RUNS,
 } from "./charts.js";
+import { allNodes, nodeByExecutionId } from "./graphwalk.js";
 
 const PROBE = "VelocityNormProbe";
 const GRAPH = "VelocityNormGraph";
@@ -141,26 +142,30 @@ function setProperty(node, key, value) {
   node.normguardChart?.schedule();
 }
 
-/** Graph nodes whose probe_log inputs come from probe node `probeId`. */
-function graphsFedBy(probeId) {
-  const graph = app.graph;
+/** Graph nodes whose probe_log inputs come from `probe` (in the probe's own graph: the root or a subgraph). */
+function graphsFedBy(probe) {
+  const graph = probe.graph;
+  const id = String(probe.id);
   return (graph?._nodes ?? []).filter(
     (n) =>
       n.comfyClass === GRAPH &&
       (n.inputs ?? []).some((input) => {
         if (!input.name.startsWith("probe_log") || input.link == null) return false;
         const link = graph.links instanceof Map ? graph.links.get(input.link) : graph.links?.[input.link];
-        return link != null && String(link.origin_id) === probeId;
+        return link != null && String(link.origin_id) === id;
       }),
   );
 }
 
+/** The node the server's id names: "5" in the root graph, "12:5" inside subgraph node 12, and so on. */
+function nodeById(id) {
+  return id == null ? null : nodeByExecutionId(app.graph, String(id));
+}
+
 /** Nodes that chart a probe's events: the probe itself and the graph nodes it feeds. */
 function probeTargets(detail) {
-  if (detail?.node == null) return [];
-  const id = String(detail.node);
-  const probe = app.graph?.getNodeById(id);
-  return [...(probe?.comfyClass === PROBE ? [probe] : []), ...graphsFedBy(id)];
+  const probe = nodeById(detail?.node);
+  return probe?.comfyClass === PROBE ? [probe, ...graphsFedBy(probe)] : [];
 }
 
 function onProbeStep({ detail }) {
@@ -177,14 +182,14 @@ function onProbeRun({ detail }) {
 
 /** A prompt ended (also cancelled or failed): no probe run is live any more. */
 function onPromptEnd() {
-  for (const node of app.graph?._nodes ?? []) {
+  for (const node of allNodes(app.graph)) {
     const runs = node.properties?.[RUNS];
     if (runs && endLiveRuns(runs) !== runs) setProperty(node, RUNS, endLiveRuns(runs));
   }
 }
 
 function onTrain({ detail }) {
-  const node = detail?.node == null ? null : app.graph?.getNodeById(String(detail.node));
+  const node = nodeById(detail?.node);
   if (node?.comfyClass !== TRAIN) return;
   setProperty(node, HISTORY, addTrainEvent(node.properties[HISTORY] ?? emptyHistory(), detail, Date.now()));
 }
@@ -201,7 +206,7 @@ app.registerExtension({
     }
     // the ETA counts down between iterations
     setInterval(() => {
-      for (const n of app.graph?._nodes ?? []) {
+      for (const n of allNodes(app.graph)) {
         if (n.comfyClass === TRAIN && n.properties[HISTORY]?.status === "training") n.normguardChart?.schedule();
       }
     }, 1000);
@@ -236,7 +241,7 @@ app.registerExtension({
           setProperty(this, RUNS, logs.map(probeRun));
           // probes whose sampler came from ComfyUI's cache sent no events: give them the run too
           for (const log of logs) {
-            const probe = log.node == null ? null : app.graph?.getNodeById(String(log.node));
+            const probe = nodeById(log.node);
             const runs = probe?.comfyClass === PROBE ? probe.properties[RUNS] ?? [] : null;
             if (runs && !runs.some((r) => sameRun(r, probeRun(log)))) setProperty(probe, RUNS, addProbeRun(runs, log));
           }
