@@ -2,13 +2,15 @@
 // tests/comfyui/test_frontend.py. Usage: node frontend_driver.cjs JOB.json > RESULT.json
 //
 // JOB: { url, chromium, playwright, mode: "classic" | "vue", outDir,
-//        workflows: [{ name, spec | graph, queue: bool, timeoutMs, shots: { <nodeKey>: file } }],
+//        workflows: [{ name, spec | graph, queue: bool, timeoutMs, shots: { <nodeKey>: file },
+//                      subgraph: [nodeKey] }],
 //        page_shot: file | null }
 // A `spec` is built in the page from the node definitions the server sent ({ nodes: [{ key, type,
 // pos, widgets: {name: value}, size }], links: [[fromKey, outputIndex, toKey, inputName]] }); a
 // `graph` is a UI-format workflow loaded as the user would open it. Each workflow is loaded, checked
 // for node types the frontend does not know, optionally queued (with the chart canvases sampled
-// while it runs), then saved and reopened to check that the charts survive.
+// while it runs), then saved and reopened to check that the charts survive. With `subgraph`, those
+// nodes of the spec are converted into a subgraph once loaded and the canvas shows its inside.
 "use strict";
 const fs = require("fs");
 const os = require("os");
@@ -140,6 +142,17 @@ async function runWorkflow(page, wf, out) {
     { spec: wf.spec || null, graph: wf.graph || null },
   );
   Object.assign(out, { missing: loaded.missing, nodeCount: loaded.nodeCount, keys: loaded.keys });
+  out.executionIds = { ...loaded.keys }; // the ids the server runs the nodes under
+  if (wf.subgraph) {
+    // these nodes into one subgraph (the frontend's "Convert to Subgraph"), whose inside the canvas shows
+    out.subgraphHost = await page.evaluate((ids) => {
+      const app = window.app;
+      const { node } = app.graph.convertToSubgraph(new Set(ids.map((id) => app.graph.getNodeById(id))));
+      return String(node.id);
+    }, wf.subgraph.map((key) => loaded.keys[key]));
+    for (const key of wf.subgraph) out.executionIds[key] = `${out.subgraphHost}:${loaded.keys[key]}`;
+    out.insideKeys = await openSubgraph(page, out.subgraphHost);
+  }
   if (wf.save_graph) fs.writeFileSync(wf.save_graph, JSON.stringify(loaded.graph, null, 1));
   await fitView(page);
   out.chartsBefore = await readCharts(page);
@@ -201,6 +214,7 @@ async function runWorkflow(page, wf, out) {
     await new Promise((r) => setTimeout(r, 800));
     return null;
   });
+  if (out.subgraphHost) await openSubgraph(page, out.subgraphHost);
   out.chartsReopened = await readCharts(page);
 }
 
@@ -214,6 +228,18 @@ async function templatesDialog(page, file) {
   await page.waitForTimeout(2500);
   await page.screenshot({ path: file, type: "jpeg", quality: 80, scale: "css" });
   await page.keyboard.press("Escape");
+}
+
+/** Shows the inside of subgraph node `hostId` (of the root graph) on the canvas; its node ids. */
+async function openSubgraph(page, hostId) {
+  const ids = await page.evaluate((hostId) => {
+    const app = window.app;
+    const host = app.graph.getNodeById(hostId);
+    app.canvas.openSubgraph(host.subgraph, host);
+    return host.subgraph.nodes.map((n) => String(n.id));
+  }, hostId);
+  await fitView(page);
+  return ids;
 }
 
 async function fitView(page) {
@@ -278,7 +304,7 @@ async function readCharts(page) {
     const charts = {};
     for (const canvas of document.querySelectorAll("canvas[data-normguard-node]")) {
       const id = canvas.dataset.normguardNode;
-      const node = window.app.graph.getNodeById(id);
+      const node = window.app.canvas.graph.getNodeById(id) ?? window.app.graph.getNodeById(id); // shown graph first
       const rect = canvas.getBoundingClientRect();
       charts[id] = {
         type: node ? node.comfyClass : null,

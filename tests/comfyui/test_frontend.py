@@ -3,8 +3,10 @@
 One browser session opens a workflow built from the frontend's own node definitions (tiny SD3 kit):
 a NormGuard trainer whose MODEL and the base model each go through a VelocityNormProbe into a
 6-step Heun KSampler, both probe logs into one VelocityNormGraph. It queues it, samples the chart
-canvases while it runs, then saves and reopens the workflow -- in the classic LiteGraph canvas and
-in the Vue nodes mode. Every example workflow of workflows/ is opened too (no missing node types).
+canvases while it runs, then saves and reopens the workflow -- in the classic LiteGraph canvas, in
+the Vue nodes mode, and once more with everything charted converted into a subgraph (the server then
+names those nodes by execution ids such as "12:5"). Every example workflow of workflows/ is opened too
+(no missing node types).
 
 Needs (else skipped, with the reason): COMFYUI_PATH (see conftest.py), node, a Chromium
 (NORMGUARD_CHROMIUM, default /usr/bin/chromium) and playwright-core (PLAYWRIGHT_CORE_PATH: the
@@ -32,6 +34,9 @@ PLAYWRIGHT = os.environ.get("PLAYWRIGHT_CORE_PATH", "/work/pwtools/node_modules/
 NODE = shutil.which("node")
 STEPS = 6  # sampler steps of the probed runs
 MODES = ("classic", "vue")  # LiteGraph canvas nodes, Vue nodes (setting Comfy.VueNodes.Enabled)
+# the e2e runs: each mode, and the classic canvas with these nodes inside a subgraph (shown open)
+SUBGRAPH = ("train", "p_base", "p_tuned", "ks_base", "ks_tuned", "graph")
+RUNS = (*MODES, "subgraph")
 EXAMPLES = sorted((REPO / "workflows").glob("*.json"))
 DOCS = os.environ.get("NORMGUARD_SCREENSHOTS") == "docs"
 # screenshots (README, template thumbnails): (node, the whole node or its chart only) per mode
@@ -178,6 +183,9 @@ def browser(server, shots_dir, tmp_path_factory) -> dict:
         workflows.append(
             {"name": mode, "mode": mode, "spec": spec, "queue": True, "timeoutMs": 400_000, "shots": shots}
         )
+    spec = e2e_spec(f"e2e_subgraph_{seed}", seed + len(MODES))
+    subgraph = {"name": "subgraph", "mode": "classic", "spec": spec, "subgraph": list(SUBGRAPH)}
+    workflows.append({**subgraph, "queue": True, "timeoutMs": 400_000})
     for path in EXAMPLES:
         graph = json.loads(path.read_text(encoding="utf-8"))
         workflows.append({"name": path.stem, "mode": "vue", "graph": graph, "prompt": True})
@@ -227,7 +235,7 @@ def test_the_extension_loads_without_errors(browser):
     assert not our_errors(browser), our_errors(browser)
 
 
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("mode", RUNS)
 def test_charts_draw_one_point_per_step_and_iteration(browser, mode):
     wf = run(browser, mode)
     keys = wf["keys"]
@@ -256,7 +264,7 @@ def test_charts_draw_one_point_per_step_and_iteration(browser, mode):
     assert points(train)[("rho", "rho_mean")] == points(train)[("reward", "eval_reward")] == ITERATIONS + 1
 
 
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("mode", RUNS)
 def test_charts_update_live_while_the_prompt_runs(browser, mode):
     wf = run(browser, mode)
     keys = wf["keys"]
@@ -266,15 +274,32 @@ def test_charts_update_live_while_the_prompt_runs(browser, mode):
     # every sampler step reached the probe nodes as an event of their own
     steps = [e for e in wf["events"] if e["type"] == "normguard.probe.step"]
     for probe in ("p_base", "p_tuned"):
-        assert [e["step"] for e in steps if e["node"] == keys[probe]] == list(range(STEPS))
+        assert [e["step"] for e in steps if e["node"] == wf["executionIds"][probe]] == list(range(STEPS))
 
 
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("mode", RUNS)
 def test_charts_survive_saving_and_reopening(browser, mode):
     wf = run(browser, mode)
     for key in ("graph", "p_base", "p_tuned", "train"):
         node_id = wf["keys"][key]
         assert points(wf["chartsReopened"][node_id]) == points(wf["chartsAfter"][node_id]), key
+
+
+def test_the_subgraph_run_charted_nodes_inside_a_subgraph(browser):
+    """The server named the charted nodes by execution ids through the subgraph node, and the charts
+    read in the other tests are those of the nodes inside the subgraph, shown open on the canvas."""
+    wf = run(browser, "subgraph")
+    host = wf["subgraphHost"]
+    assert host not in wf["keys"].values()
+    for key in SUBGRAPH:
+        assert wf["executionIds"][key] == f"{host}:{wf['keys'][key]}"
+        assert wf["keys"][key] in wf["insideKeys"]
+    assert {e["node"] for e in wf["events"]} == {
+        wf["executionIds"][k] for k in ("train", "p_base", "p_tuned")
+    }
+    types = {"graph": "VelocityNormGraph", "p_base": "VelocityNormProbe", "train": "NormGuardTrainLoRA"}
+    for key, type_ in types.items():
+        assert wf["chartsAfter"][wf["keys"][key]]["type"] == type_
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
