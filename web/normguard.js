@@ -18,7 +18,7 @@ import {
   trainStatus,
   MAX_PROBE_RUNS,
 } from "./charts.js";
-import { allNodes, nodeByExecutionId } from "./graphwalk.js";
+import { allNodes, inputsFedBy, nodeByExecutionId } from "./graphwalk.js";
 
 const PROBE = "VelocityNormProbe";
 const GRAPH = "VelocityNormGraph";
@@ -142,19 +142,13 @@ function setProperty(node, key, value) {
   node.normguardChart?.schedule();
 }
 
-/** Graph nodes whose probe_log inputs come from `probe` (in the probe's own graph: the root or a subgraph). */
-function graphsFedBy(probe) {
-  const graph = probe.graph;
-  const id = String(probe.id);
-  return (graph?._nodes ?? []).filter(
-    (n) =>
-      n.comfyClass === GRAPH &&
-      (n.inputs ?? []).some((input) => {
-        if (!input.name.startsWith("probe_log") || input.link == null) return false;
-        const link = graph.links instanceof Map ? graph.links.get(input.link) : graph.links?.[input.link];
-        return link != null && String(link.origin_id) === id;
-      }),
+/** Graph nodes whose probe_log inputs come from the probe at execution id `id`, in its own graph or
+ *  across subgraph boundaries. */
+function graphsFedBy(id) {
+  const targets = inputsFedBy(app.graph, id).filter(
+    ({ node, input }) => node.comfyClass === GRAPH && input.name?.startsWith("probe_log"),
   );
+  return [...new Set(targets.map(({ node }) => node))];
 }
 
 /** The node the server's id names: "5" in the root graph, "12:5" inside subgraph node 12, and so on. */
@@ -165,7 +159,7 @@ function nodeById(id) {
 /** Nodes that chart a probe's events: the probe itself and the graph nodes it feeds. */
 function probeTargets(detail) {
   const probe = nodeById(detail?.node);
-  return probe?.comfyClass === PROBE ? [probe, ...graphsFedBy(probe)] : [];
+  return probe?.comfyClass === PROBE ? [probe, ...graphsFedBy(String(detail.node))] : [];
 }
 
 function onProbeStep({ detail }) {
