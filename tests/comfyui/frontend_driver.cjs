@@ -3,14 +3,15 @@
 //
 // JOB: { url, chromium, playwright, mode: "classic" | "vue", outDir,
 //        workflows: [{ name, spec | graph, queue: bool, timeoutMs, shots: { <nodeKey>: file },
-//                      subgraph: [nodeKey] }],
+//                      subgraph: [nodeKey], stayOutside: bool }],
 //        page_shot: file | null }
 // A `spec` is built in the page from the node definitions the server sent ({ nodes: [{ key, type,
 // pos, widgets: {name: value}, size }], links: [[fromKey, outputIndex, toKey, inputName]] }); a
 // `graph` is a UI-format workflow loaded as the user would open it. Each workflow is loaded, checked
 // for node types the frontend does not know, optionally queued (with the chart canvases sampled
 // while it runs), then saved and reopened to check that the charts survive. With `subgraph`, those
-// nodes of the spec are converted into a subgraph once loaded and the canvas shows its inside.
+// nodes of the spec are converted into a subgraph once loaded and the canvas shows its inside (or the
+// root graph, with `stayOutside`).
 "use strict";
 const fs = require("fs");
 const os = require("os");
@@ -151,7 +152,7 @@ async function runWorkflow(page, wf, out) {
       return String(node.id);
     }, wf.subgraph.map((key) => loaded.keys[key]));
     for (const key of wf.subgraph) out.executionIds[key] = `${out.subgraphHost}:${loaded.keys[key]}`;
-    out.insideKeys = await openSubgraph(page, out.subgraphHost);
+    if (!wf.stayOutside) out.insideKeys = await openSubgraph(page, out.subgraphHost);
   }
   if (wf.save_graph) fs.writeFileSync(wf.save_graph, JSON.stringify(loaded.graph, null, 1));
   await fitView(page);
@@ -159,9 +160,13 @@ async function runWorkflow(page, wf, out) {
   if (wf.prompt) out.apiPrompt = await page.evaluate(async () => (await window.app.graphToPrompt()).output);
 
   if (wf.queue) {
-    await page.evaluate(() => {
+    await page.evaluate((graphId) => {
       window.__ngDone = null;
       window.__ngEvents = [];
+      // the graph node's probe runs when it starts executing: only live events can have filled them
+      let node = window.app.graph;
+      for (const id of graphId.split(":")) node = (node.subgraph ?? node).getNodeById(id);
+      window.__ngGraph = { id: graphId, node, runs: null };
       if (window.__ngListening) return;
       window.__ngListening = true;
       const api = window.app.api;
@@ -169,13 +174,19 @@ async function runWorkflow(page, wf, out) {
       api.addEventListener("execution_success", done("success"));
       api.addEventListener("execution_error", done("error"));
       api.addEventListener("execution_interrupted", done("interrupted"));
+      api.addEventListener("executing", (e) => {
+        const graph = window.__ngGraph;
+        if (graph && String(e.detail) === graph.id && graph.runs == null) {
+          graph.runs = (graph.node.properties.normguard_runs ?? []).map((r) => [r.label, r.step.length]);
+        }
+      });
       for (const type of ["normguard.probe.step", "normguard.probe", "normguard.train"]) {
         api.addEventListener(type, (e) => {
           const { node, label, step, phase } = e.detail;
           window.__ngEvents.push({ type, node, label, step, phase });
         });
       }
-    });
+    }, out.executionIds.graph);
     const t0 = Date.now();
     const queued = await page.evaluate(async () => {
       const r = await window.app.queuePrompt(0, 1);
@@ -197,6 +208,7 @@ async function runWorkflow(page, wf, out) {
     out.done = done ? { kind: done.kind, detail: done.kind === "success" ? null : done.detail } : null;
     out.timeline = timeline;
     out.events = await page.evaluate(() => window.__ngEvents);
+    out.graphRunsAtExecuting = await page.evaluate(() => window.__ngGraph.runs);
     await page.waitForTimeout(800);
   }
   out.chartsAfter = await readCharts(page);
@@ -214,7 +226,7 @@ async function runWorkflow(page, wf, out) {
     await new Promise((r) => setTimeout(r, 800));
     return null;
   });
-  if (out.subgraphHost) await openSubgraph(page, out.subgraphHost);
+  if (out.subgraphHost && !wf.stayOutside) await openSubgraph(page, out.subgraphHost);
   out.chartsReopened = await readCharts(page);
 }
 

@@ -37,6 +37,8 @@ MODES = ("classic", "vue")  # LiteGraph canvas nodes, Vue nodes (setting Comfy.V
 # the e2e runs: each mode, and the classic canvas with these nodes inside a subgraph (shown open)
 SUBGRAPH = ("train", "p_base", "p_tuned", "ks_base", "ks_tuned", "graph")
 RUNS = (*MODES, "subgraph")
+# one more (Vue nodes, the root graph shown): the probes in a subgraph feed the graph node outside it
+BOUNDARY = ("p_base", "p_tuned", "ks_base", "ks_tuned")
 EXAMPLES = sorted((REPO / "workflows").glob("*.json"))
 DOCS = os.environ.get("NORMGUARD_SCREENSHOTS") == "docs"
 # screenshots (README, template thumbnails): (node, the whole node or its chart only) per mode
@@ -186,6 +188,15 @@ def browser(server, shots_dir, tmp_path_factory) -> dict:
     spec = e2e_spec(f"e2e_subgraph_{seed}", seed + len(MODES))
     subgraph = {"name": "subgraph", "mode": "classic", "spec": spec, "subgraph": list(SUBGRAPH)}
     workflows.append({**subgraph, "queue": True, "timeoutMs": 400_000})
+    spec = e2e_spec(f"e2e_boundary_{seed}", seed + len(MODES) + 1)
+    boundary = {
+        "name": "boundary",
+        "mode": "vue",
+        "spec": spec,
+        "subgraph": list(BOUNDARY),
+        "stayOutside": True,
+    }
+    workflows.append({**boundary, "queue": True, "timeoutMs": 400_000})
     for path in EXAMPLES:
         graph = json.loads(path.read_text(encoding="utf-8"))
         workflows.append({"name": path.stem, "mode": "vue", "graph": graph, "prompt": True})
@@ -275,6 +286,10 @@ def test_charts_update_live_while_the_prompt_runs(browser, mode):
     steps = [e for e in wf["events"] if e["type"] == "normguard.probe.step"]
     for probe in ("p_base", "p_tuned"):
         assert [e["step"] for e in steps if e["node"] == wf["executionIds"][probe]] == list(range(STEPS))
+    # and the graph node's chart had them all before its own ui output arrived
+    assert sorted(wf["graphRunsAtExecuting"]) == [["base", STEPS], ["tuned", STEPS]], wf[
+        "graphRunsAtExecuting"
+    ]
 
 
 @pytest.mark.parametrize("mode", RUNS)
@@ -300,6 +315,21 @@ def test_the_subgraph_run_charted_nodes_inside_a_subgraph(browser):
     types = {"graph": "VelocityNormGraph", "p_base": "VelocityNormProbe", "train": "NormGuardTrainLoRA"}
     for key, type_ in types.items():
         assert wf["chartsAfter"][wf["keys"][key]]["type"] == type_
+
+
+def test_probes_in_a_subgraph_feed_a_graph_node_outside_it_live(browser):
+    """Step events named "<subgraph node>:<probe>" reach the graph node in the root graph, through the
+    subgraph's output, before the graph node runs; its chart then shows both runs."""
+    wf = run(browser, "boundary")
+    assert wf["done"] == {"kind": "success", "detail": None}, wf["done"]
+    host = wf["subgraphHost"]
+    assert wf["executionIds"]["p_base"] == f"{host}:{wf['keys']['p_base']}"
+    assert wf["executionIds"]["graph"] == wf["keys"]["graph"]
+    assert sorted(wf["graphRunsAtExecuting"]) == [["base", STEPS], ["tuned", STEPS]], wf[
+        "graphRunsAtExecuting"
+    ]
+    graph = wf["chartsAfter"][wf["keys"]["graph"]]
+    assert graph["visible"] and points(graph)[("‖v‖ / ‖v_ref‖", "tuned")] == STEPS, graph
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
