@@ -48,6 +48,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from normguard.trainer.backends.diffusers import DEFAULT_TARGETS
+
 PROMPTS = [
     "a photo of a cat sitting on a red sofa",
     "an astronaut riding a horse on the moon",
@@ -57,9 +59,8 @@ PROMPTS = [
     "a close up portrait of an old man smiling",
     "a sign that says hello world",
 ]
-# Our diffusers backend's default LoRA targets for SD3 (trainer/backends/diffusers.py DEFAULT_TARGETS);
-# Flow-Factory is given the same list.
-LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out"]
+# Our diffusers backend's default LoRA targets for SD3; Flow-Factory is given the same list.
+LORA_TARGETS = list(DEFAULT_TARGETS)
 MIB = 1024 * 1024
 GNU_TIME = "/usr/bin/time"
 
