@@ -86,6 +86,10 @@ class FlowBackend(ABC):
         """Route gradient-carrying forwards through wrap(module), e.g. accelerate's DDP/FSDP."""
         self._runner = wrap(self.module)
 
+    def unwrap_for_training(self) -> None:
+        """Drop the training wrapper (and the process group a DDP reducer holds on to)."""
+        self._runner = None
+
     # --- the adapter ---------------------------------------------------------------------------
     @abstractmethod
     def reference(self) -> AbstractContextManager[None]:
