@@ -51,3 +51,8 @@ def test_real_arch_code_path_on_tiny_shapes():
 def test_cpu_benchmarks_print_their_tables(tiny_model_dir, script, args, expect):
     model = ["--model", tiny_model_dir] if script != "rollout_speed.py" else []
     assert expect in run(script, *model, *args)
+
+
+def test_memory_estimate_prints_the_iteration_table():
+    out = run("memory_estimate.py", "--skip-flux", "--skip-anchors")  # SD3.5-M on fake tensors: seconds
+    assert "One NFT iteration with NormGuard" in out and "SD3.5-Medium" in out

@@ -218,7 +218,8 @@ def patcher_injection(patches: Sequence[ForwardPatch]) -> Any:
 
 
 class LoraAdapter(nn.Module):
-    """y += (alpha / rank) * up(down(x)): fp32 parameters, computed in fp32 over any base dtype."""
+    """y += (alpha / rank) * up(down(x)): fp32 parameters, computed in x's dtype (mixed precision as
+    torch.autocast does it), so autograd keeps the x the base layer saved, not an fp32 copy of it."""
 
     def __init__(self, in_features: int, out_features: int, rank: int, alpha: float, device: torch.device):
         super().__init__()
@@ -228,7 +229,7 @@ class LoraAdapter(nn.Module):
         self.scale = alpha / rank
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(F.linear(x.to(self.down.dtype), self.down), self.up) * self.scale
+        return F.linear(F.linear(x, self.down.to(x.dtype)), self.up.to(x.dtype)) * self.scale
 
 
 def match_targets(names: Sequence[str], targets: Sequence[str]) -> list[str]:
