@@ -30,7 +30,6 @@ import weakref
 from collections.abc import Iterable
 
 import torch
-from diffusers.hooks._common import _GO_LC_SUPPORTED_PYTORCH_LAYERS
 from diffusers.hooks.layerwise_casting import DEFAULT_SKIP_MODULES_PATTERN
 from real_arch import build
 from torch import nn
@@ -46,6 +45,15 @@ from normguard.trainer.methods import NFT
 from normguard.trainer.penalty import normguard_penalty
 
 GIB = 2**30
+CAST_LAYERS = (
+    nn.Linear,
+    nn.Conv1d,
+    nn.Conv2d,
+    nn.Conv3d,
+    nn.ConvTranspose1d,
+    nn.ConvTranspose2d,
+    nn.ConvTranspose3d,
+)
 ATTENTION = [SDPBackend.FLASH_ATTENTION]  # what diffusers gets on an H100: no attention matrix is kept
 
 
@@ -109,7 +117,7 @@ def fp8_storage(module: nn.Module, skip: tuple[str, ...], prefix: str = "") -> N
     as in diffusers."""
     if any(re.search(p, prefix) for p in skip):
         return
-    if isinstance(module, _GO_LC_SUPPORTED_PYTORCH_LAYERS):
+    if isinstance(module, CAST_LAYERS):
         stored = {k: p.to(torch.float8_e4m3fn) for k, p in module._parameters.items() if p is not None}
         module._parameters.update(stored)
 
