@@ -3,7 +3,7 @@
 //
 // JOB: { url, chromium, playwright, mode: "classic" | "vue", outDir,
 //        workflows: [{ name, spec | graph, queue: bool, timeoutMs, shots: { <nodeKey>: file },
-//                      subgraph: [nodeKey], stayOutside: bool }],
+//                      subgraph: [nodeKey], nested: [nodeKey], stayOutside: bool }],
 //        page_shot: file | null }
 // A `spec` is built in the page from the node definitions the server sent ({ nodes: [{ key, type,
 // pos, widgets: {name: value}, size }], links: [[fromKey, outputIndex, toKey, inputName]] }); a
@@ -11,7 +11,8 @@
 // for node types the frontend does not know, optionally queued (with the chart canvases sampled
 // while it runs), then saved and reopened to check that the charts survive. With `subgraph`, those
 // nodes of the spec are converted into a subgraph once loaded and the canvas shows its inside (or the
-// root graph, with `stayOutside`).
+// root graph, with `stayOutside`); with `nested` as well, those of them go on into a subgraph inside
+// that one, and the canvas shows the innermost.
 "use strict";
 const fs = require("fs");
 const os = require("os");
@@ -152,7 +153,23 @@ async function runWorkflow(page, wf, out) {
       return String(node.id);
     }, wf.subgraph.map((key) => loaded.keys[key]));
     for (const key of wf.subgraph) out.executionIds[key] = `${out.subgraphHost}:${loaded.keys[key]}`;
-    if (!wf.stayOutside) out.insideKeys = await openSubgraph(page, out.subgraphHost);
+    out.openPath = [out.subgraphHost];
+    if (wf.nested) {
+      // some of them once more, into a subgraph inside that subgraph
+      out.nestedHost = await page.evaluate(
+        ({ outer, ids }) => {
+          const sub = window.app.graph.getNodeById(outer).subgraph;
+          const { node } = sub.convertToSubgraph(new Set(ids.map((id) => sub.getNodeById(id))));
+          return String(node.id);
+        },
+        { outer: out.subgraphHost, ids: wf.nested.map((key) => loaded.keys[key]) },
+      );
+      for (const key of wf.nested) {
+        out.executionIds[key] = `${out.subgraphHost}:${out.nestedHost}:${loaded.keys[key]}`;
+      }
+      out.openPath.push(out.nestedHost);
+    }
+    if (!wf.stayOutside) out.insideKeys = await openSubgraph(page, out.openPath);
   }
   if (wf.save_graph) fs.writeFileSync(wf.save_graph, JSON.stringify(loaded.graph, null, 1));
   await fitView(page);
@@ -226,7 +243,7 @@ async function runWorkflow(page, wf, out) {
     await new Promise((r) => setTimeout(r, 800));
     return null;
   });
-  if (out.subgraphHost && !wf.stayOutside) await openSubgraph(page, out.subgraphHost);
+  if (out.subgraphHost && !wf.stayOutside) await openSubgraph(page, out.openPath);
   out.chartsReopened = await readCharts(page);
 }
 
@@ -242,14 +259,19 @@ async function templatesDialog(page, file) {
   await page.keyboard.press("Escape");
 }
 
-/** Shows the inside of subgraph node `hostId` (of the root graph) on the canvas; its node ids. */
-async function openSubgraph(page, hostId) {
-  const ids = await page.evaluate((hostId) => {
+/** Shows the inside of the subgraph reached through the subgraph nodes `path` (from the root graph),
+ * one level after the other as a user double-clicks them; returns its node ids. */
+async function openSubgraph(page, path) {
+  const ids = await page.evaluate((path) => {
     const app = window.app;
-    const host = app.graph.getNodeById(hostId);
-    app.canvas.openSubgraph(host.subgraph, host);
-    return host.subgraph.nodes.map((n) => String(n.id));
-  }, hostId);
+    let graph = app.graph;
+    for (const id of path) {
+      const host = graph.getNodeById(id);
+      app.canvas.openSubgraph(host.subgraph, host);
+      graph = host.subgraph;
+    }
+    return graph.nodes.map((n) => String(n.id));
+  }, path);
   await fitView(page);
   return ids;
 }

@@ -39,6 +39,8 @@ SUBGRAPH = ("train", "p_base", "p_tuned", "ks_base", "ks_tuned", "graph")
 RUNS = (*MODES, "subgraph")
 # one more (Vue nodes, the root graph shown): the probes in a subgraph feed the graph node outside it
 BOUNDARY = ("p_base", "p_tuned", "ks_base", "ks_tuned")
+# and one (classic, the innermost shown) with a subgraph inside the subgraph: all but the trainer
+NESTED = ("p_base", "p_tuned", "ks_base", "ks_tuned", "graph")
 EXAMPLES = sorted((REPO / "workflows").glob("*.json"))
 DOCS = os.environ.get("NORMGUARD_SCREENSHOTS") == "docs"
 # screenshots (README, template thumbnails): (node, the whole node or its chart only) per mode
@@ -197,6 +199,15 @@ def browser(server, shots_dir, tmp_path_factory) -> dict:
         "stayOutside": True,
     }
     workflows.append({**boundary, "queue": True, "timeoutMs": 400_000})
+    spec = e2e_spec(f"e2e_nested_{seed}", seed + len(MODES) + 2)
+    nested = {
+        "name": "nested",
+        "mode": "classic",
+        "spec": spec,
+        "subgraph": list(SUBGRAPH),
+        "nested": list(NESTED),
+    }
+    workflows.append({**nested, "queue": True, "timeoutMs": 400_000})
     for path in EXAMPLES:
         graph = json.loads(path.read_text(encoding="utf-8"))
         workflows.append({"name": path.stem, "mode": "vue", "graph": graph, "prompt": True})
@@ -330,6 +341,29 @@ def test_probes_in_a_subgraph_feed_a_graph_node_outside_it_live(browser):
     ]
     graph = wf["chartsAfter"][wf["keys"]["graph"]]
     assert graph["visible"] and points(graph)[("‖v‖ / ‖v_ref‖", "tuned")] == STEPS, graph
+
+
+def test_charts_work_in_a_subgraph_inside_a_subgraph(browser):
+    """Execution ids three levels deep ("outer:inner:probe"): the probes' live steps reach the graph
+    node beside them, every chart of the innermost subgraph draws all steps and survives reopening."""
+    wf = run(browser, "nested")
+    assert wf["done"] == {"kind": "success", "detail": None}, wf["done"]
+    outer, inner, keys = wf["subgraphHost"], wf["nestedHost"], wf["keys"]
+    assert wf["executionIds"]["train"] == f"{outer}:{keys['train']}"
+    for key in NESTED:
+        assert wf["executionIds"][key] == f"{outer}:{inner}:{keys[key]}"
+        assert keys[key] in wf["insideKeys"]
+    steps = [e for e in wf["events"] if e["type"] == "normguard.probe.step"]
+    for probe in ("p_base", "p_tuned"):
+        assert [e["step"] for e in steps if e["node"] == wf["executionIds"][probe]] == list(range(STEPS))
+    assert sorted(wf["graphRunsAtExecuting"]) == [["base", STEPS], ["tuned", STEPS]], wf[
+        "graphRunsAtExecuting"
+    ]
+    graph = wf["chartsAfter"][keys["graph"]]
+    assert graph["visible"] and graph["type"] == "VelocityNormGraph"
+    assert points(graph)[("‖v‖ / ‖v_ref‖", "base")] == points(graph)[("‖v‖ / ‖v_ref‖", "tuned")] == STEPS
+    for key in ("graph", "p_base", "p_tuned"):
+        assert points(wf["chartsReopened"][keys[key]]) == points(wf["chartsAfter"][keys[key]]), key
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
