@@ -1,6 +1,7 @@
 """`normguard train` on tiny SD3 and FLUX.1 pipeline folders: every method yields a LoRA that
 diffusers' own load_lora_weights loads and that changes the images."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -110,3 +111,36 @@ def _prompt_file(tmp_path):
     p = tmp_path / "prompts.txt"
     p.write_text("\n".join(PROMPTS[:2]))
     return p
+
+
+def test_bf16_training_on_fp8_base_weights_finishes_and_resumes(tiny_sd3_dir, tmp_path):
+    """The memory settings together (bf16 compute, fp8 base storage, checkpointing): a run finishes
+    with a finite LoRA that changes the images, and a longer run resumes from its checkpoint."""
+    cfg = TrainConfig(
+        model=str(tiny_sd3_dir),
+        prompts=PROMPTS[:2],
+        rewards=["jpeg_incompressibility"],
+        iterations=2,
+        groups_per_iteration=1,
+        group_size=2,
+        sample_steps=3,
+        train_timesteps=1,
+        micro_batch_size=2,
+        lr=3e-2,
+        eval_every=0,
+        tensorboard=False,
+        out=str(tmp_path / "run"),
+        lora_rank=4,
+        precision="bf16",
+        fp8_base=True,
+        gradient_checkpointing=True,
+        checkpoint_every=1,
+    )
+    result = train(cfg)
+    assert result.status == "finished" and result.iterations == 2
+    longer = train(cfg.replace(iterations=3))
+    assert longer.status == "finished" and longer.iterations == 3
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["iteration"] for line in lines] == [1, 2, 3]  # resumed, not restarted
+    base, tuned = images(tiny_sd3_dir), images(tiny_sd3_dir, longer.lora_path)
+    assert torch.isfinite(tuned).all() and (base - tuned).abs().max() > 1e-4
