@@ -30,13 +30,10 @@ def images(folder, lora=None) -> torch.Tensor:
     return out.images
 
 
-@pytest.mark.parametrize("method", ["nft", "awm", "dpo", "grpo"])
-@pytest.mark.parametrize("family", ["sd3", "flux"])
-def test_every_method_trains_a_lora_diffusers_loads(family, method, tiny_sd3_dir, tiny_flux_dir, tmp_path):
-    folder = tiny_sd3_dir if family == "sd3" else tiny_flux_dir
-    cfg = TrainConfig(
+def tiny_run(folder, tmp_path, **overrides) -> TrainConfig:
+    """Two quick iterations on a tiny pipeline folder, written to tmp_path/run."""
+    return TrainConfig(
         model=str(folder),
-        method=method,
         prompts=PROMPTS[:2],
         rewards=["jpeg_incompressibility"],
         iterations=2,
@@ -49,8 +46,17 @@ def test_every_method_trains_a_lora_diffusers_loads(family, method, tiny_sd3_dir
         eval_every=0,
         tensorboard=False,
         out=str(tmp_path / "run"),
-        cfg=2.0 if (method == "grpo" and family == "sd3") else 1.0,
         lora_rank=4,
+        **overrides,
+    )
+
+
+@pytest.mark.parametrize("method", ["nft", "awm", "dpo", "grpo"])
+@pytest.mark.parametrize("family", ["sd3", "flux"])
+def test_every_method_trains_a_lora_diffusers_loads(family, method, tiny_sd3_dir, tiny_flux_dir, tmp_path):
+    folder = tiny_sd3_dir if family == "sd3" else tiny_flux_dir
+    cfg = tiny_run(
+        folder, tmp_path, method=method, cfg=2.0 if (method == "grpo" and family == "sd3") else 1.0
     )
     result = train(cfg)
     assert result.status == "finished"
@@ -116,21 +122,9 @@ def _prompt_file(tmp_path):
 def test_bf16_training_on_fp8_base_weights_finishes_and_resumes(tiny_sd3_dir, tmp_path):
     """The memory settings together (bf16 compute, fp8 base storage, checkpointing): a run finishes
     with a finite LoRA that changes the images, and a longer run resumes from its checkpoint."""
-    cfg = TrainConfig(
-        model=str(tiny_sd3_dir),
-        prompts=PROMPTS[:2],
-        rewards=["jpeg_incompressibility"],
-        iterations=2,
-        groups_per_iteration=1,
-        group_size=2,
-        sample_steps=3,
-        train_timesteps=1,
-        micro_batch_size=2,
-        lr=3e-2,
-        eval_every=0,
-        tensorboard=False,
-        out=str(tmp_path / "run"),
-        lora_rank=4,
+    cfg = tiny_run(
+        tiny_sd3_dir,
+        tmp_path,
         precision="bf16",
         fp8_base=True,
         gradient_checkpointing=True,
