@@ -7,8 +7,9 @@ torch.cuda.max_memory_allocated reports on a GPU, less the caching allocator's r
 CUDA context, so the script first replays the H100 measurements of ANCHORS.md (one LoRA
 forward+backward) to show how close the count comes, then estimates one NFT iteration phase by phase:
 
-- static: base weights (bf16, or fp8 storage), VAE, LoRA (fp32), its gradients, AdamW's two moments
-  and the old policy's copy of the adapter (NFT);
+- static: base weights (bf16, or fp8 storage), VAE, LoRA (fp32), AdamW's two moments and the old
+  policy's copy of the adapter (NFT); the adapter's gradients live only from backward to the
+  optimizer step (the trainer sets them to None), so they count in the training phase;
 - rollout: one no-grad sampler step over the group with the LoRA fused (the latents of the group live
   throughout);
 - decode: the VAE decoding `decode_batch_size` latents;
@@ -42,6 +43,7 @@ from torch.utils.weak import WeakIdKeyDictionary
 from normguard.trainer.backends.diffusers import DiffusersBackend
 from normguard.trainer.config import TrainConfig
 from normguard.trainer.methods import NFT
+from normguard.trainer.old_policy import OldPolicy
 from normguard.trainer.penalty import normguard_penalty
 
 GIB = 2**30
@@ -150,8 +152,9 @@ def fake_backend(
     return backend
 
 
-def lora_params(backend: DiffusersBackend) -> list[nn.Parameter]:
-    return [p for p in backend.module.parameters() if p.requires_grad]
+def trainable(backend: DiffusersBackend) -> dict[str, nn.Parameter]:
+    """The adapter's parameters as they are now (make_fake replaced the ones add_lora recorded)."""
+    return {n: p for n, p in backend.module.named_parameters() if p.requires_grad}
 
 
 def inputs(backend: DiffusersBackend, batch: int, size: int) -> tuple[torch.Tensor, torch.Tensor, dict]:
@@ -176,21 +179,18 @@ def nft_iteration(
     backend: DiffusersBackend, group: int, micro: int, decode: int, size: int, counter: LiveBytes
 ) -> dict:
     """Peak of each phase of one NFT iteration (with NormGuard), and the static memory under them."""
-    params = lora_params(backend)
+    named = trainable(backend)
     counter.add(
         p for m in (backend.pipe.transformer, backend.pipe.vae) for p in [*m.parameters(), *m.buffers()]
     )
     out = {}
     with counter, sdpa_kernel(ATTENTION):
-        optimizer_state = [torch.zeros_like(p) for p in params for _ in range(2)]  # AdamW: m and v
-        old_policy = [p.detach().clone() for p in params]  # NFT samples with the slowly updated copy
-        grads = [
-            torch.zeros_like(p) for p in params
-        ]  # kept between steps (zero_grad(set_to_none) frees them)
+        optimizer_state = [torch.zeros_like(p) for p in named.values() for _ in range(2)]  # AdamW: m and v
+        old = OldPolicy(named, rate=0.0, ceiling=0.0)  # its copy of the adapter; gradients are set to None
         out["static"] = counter.now / GIB
         x, sigma, cond = inputs(backend, group, size)
         counter.reset_peak()
-        with torch.no_grad(), backend.sampling():
+        with torch.no_grad(), old.swapped_in(), backend.sampling():  # NFT samples with the old policy
             backend.velocity(x, sigma, cond)
         out["rollout"] = counter.peak / GIB
         counter.reset_peak()
@@ -201,14 +201,15 @@ def nft_iteration(
         b = {"x_t": x[:micro], "x0": x[:micro], "sigma": sigma[:micro], "adv": torch.zeros(micro)}
         b["cond"] = {k: v[:micro] for k, v in cond.items()}
         with torch.no_grad():
-            v_old = backend.velocity(b["x_t"], b["sigma"], b["cond"])
+            with old.swapped_in():
+                v_old = backend.velocity(b["x_t"], b["sigma"], b["cond"])
             with backend.reference():
                 v_ref = backend.velocity(b["x_t"], b["sigma"], b["cond"])
         v = backend.velocity(b["x_t"], b["sigma"], b["cond"])
         loss, _ = NFT(TrainConfig()).loss(b, v, v_ref, v_old)
         (loss + normguard_penalty(v, v_ref)).backward()
         out["train"] = counter.peak / GIB
-        del optimizer_state, old_policy, grads
+        del optimizer_state, old
     return out
 
 
