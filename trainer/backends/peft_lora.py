@@ -94,8 +94,11 @@ class PeftLoraBackend(FlowBackend):
         try:
             yield
         finally:
-            for layer, forward in layers.items():
-                layer.forward = forward
+            for layer, forward in layers.items():  # back to the training forward, or to the class's
+                if forward is None:
+                    del layer.forward
+                else:
+                    layer.forward = forward
 
     def named_trainable(self) -> dict[str, nn.Parameter]:
         return self._trainable
