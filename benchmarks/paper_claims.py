@@ -1,36 +1,43 @@
 """The paper's claims, measured on the shipped TinyFlow model (or any local flow model).
 
-For each RL method (NFT, AWM, DPO), each reward (one that pays for magnitude, `saturation`, and one
-that does not, `centring` on prompts that name no position) and each seed, one LoRA is trained
-without and one with NormGuard from the same seed. Then, on fixed prompts and noise:
+For each RL method (NFT, AWM, DPO, GRPO), each reward (one that pays for magnitude, `saturation`, and
+one that does not, `centring` on prompts that name no position) and each evaluation seed, one LoRA
+is trained without NormGuard and one with each penalty form -- the squared relative hinge and the
+abstract's linear absolute hinge -- from the same seed. Then, on fixed prompts and noise:
 
-  1. rho (||v_theta|| / ||v_ref|| per sampler step, on the policy's own trajectory), with and without;
+  1. rho (||v_theta|| / ||v_ref|| per sampler step, on the policy's own trajectory), at the full and
+     at a few-step schedule, with and without;
   2. the reward gain kept with NormGuard, as a fraction of the unguarded gain;
   3. quality the reward does not see -- the judge network's attribute accuracy (does the image show
      what the prompt asked for) and the Fréchet distance of its features to real scenes (the
      training data; for `centring`, real scenes with the object in the centre) --
      at the full and at a few-step schedule;
   4. the unguarded LoRA sampled with its velocity rescaled to ||v_ref|| at every step;
-  5. the unguarded run's own earlier checkpoint at the guarded run's reward (early stopping).
+  5. the unguarded run's own earlier checkpoint whose reward on the whole evaluation set is nearest
+     the guarded run's (early stopping).
 
-Every cell of the table is mean +- std over seeds; each claim gets a verdict by the fixed rules in
-`verdicts` (docs/paper_claims.md states them). Results are cached per run under --out, so an
-interrupted benchmark resumes and a finished one re-renders instantly.
+Before that, the penalty sweep picks the default form on separate tuning seeds (`choose_default`).
+Every cell is mean +- std over seeds; each claim gets a verdict by the fixed rules in `verdicts`.
+Each job's result is one small JSON file under --results (benchmarks/results/ for the real run, in
+the repository), so an interrupted benchmark resumes, and `--check` rebuilds docs/paper_claims.md
+from those files alone, byte for byte, without training anything.
 
     python benchmarks/paper_claims.py                      # full run -> docs/paper_claims.md
-    python benchmarks/paper_claims.py --smoke --doc /tmp/claims.md   # CI: seconds, one seed
-    python benchmarks/paper_claims.py --sweep              # also the penalty sweep (form, weight, margin)
+    python benchmarks/paper_claims.py --check              # the doc from benchmarks/results/ (CI)
+    python benchmarks/paper_claims.py --smoke --doc /tmp/claims.md   # seconds, one seed
     python benchmarks/paper_claims.py --model /models/sd3 --height 512 --width 512   # a diffusers model
 """
 
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import math
 import os
 import platform
 import statistics
+import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, replace
@@ -43,13 +50,18 @@ import torch
 from normguard.trainer.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+DOC = ROOT / "docs" / "paper_claims.md"
 REWARDS = ("saturation", "centring")
+MAGNITUDE_REWARDS = ("saturation", "contrast")
 # What each reward leaves to the prompt, and which real scenes it asks for: `centring` decides the
 # position itself, so its prompts name none and its Fréchet reference is real scenes with the object
 # in the centre (the distribution a perfect policy would draw); the others keep the full data.
 PROMPT_OMITS = {"centring": ("position",)}
 REFERENCE_FIXED = {"centring": {"position": "centre"}}
-METHODS = ("nft", "awm", "dpo")
+METHODS = ("nft", "awm", "dpo", "grpo")
+EVAL_SEEDS = (0, 1, 2)
+TUNING_SEEDS = (10, 11, 12)  # the penalty sweep's seeds: never used for the claims
 EVAL_SEED = 1000  # the final evaluation's prompts and noise: the same for every run
 
 
@@ -73,9 +85,11 @@ RECIPES: dict[tuple[str, str], Recipe] = {
     ("nft", "saturation"): Recipe(lr=2e-3),
     ("awm", "saturation"): Recipe(lr=1e-3),
     ("dpo", "saturation"): Recipe(lr=1.5e-3),
+    ("grpo", "saturation"): Recipe(lr=3e-3),
     ("nft", "centring"): Recipe(lr=2e-3),
     ("awm", "centring"): Recipe(lr=1e-3),
     ("dpo", "centring"): Recipe(lr=1.5e-3),
+    ("grpo", "centring"): Recipe(lr=3e-3),
 }
 SMOKE = dict(
     iterations=2, group_size=2, groups_per_iteration=2, sample_steps=2, train_timesteps=1, train_prompts=4
@@ -84,7 +98,8 @@ SMOKE = dict(
 
 @dataclass(frozen=True)
 class Guard:
-    """NormGuard's settings for one arm (weight 0 = the unguarded base method). Always relative."""
+    """NormGuard's settings for one arm (weight 0 = the unguarded base method). 'linear' and 'squared'
+    are relative hinges; 'paper' is the abstract's relu(||v_theta|| - ||v_ref||)."""
 
     weight: float
     form: str = "linear"
@@ -94,23 +109,28 @@ class Guard:
     def name(self) -> str:
         return "off" if self.weight == 0 else f"{self.form}-w{self.weight:g}-m{self.margin:g}"
 
+    @property
+    def label(self) -> str:
+        if self.weight == 0:
+            return "off"
+        if self.form == "paper":
+            return f"paper form (linear absolute), weight {self.weight:g}"
+        margin = f", margin {self.margin:g}" if self.margin else ""
+        return f"{self.form} relative hinge, weight {self.weight:g}{margin}"
+
+    @staticmethod
+    def from_name(name: str) -> Guard:
+        if name == "off":
+            return OFF
+        form, w, m = name.split("-")
+        return Guard(float(w[1:]), form, float(m[1:]))
+
 
 OFF = Guard(0.0)
-
-
-def default_guard() -> Guard:
-    d = TrainConfig()
-    return Guard(d.normguard_weight, d.normguard_form, d.normguard_margin)
-
-
-SWEEP = (  # the penalty grid behind the defaults (every method, both rewards, the first seed)
-    Guard(1.0),
-    Guard(3.0),
-    Guard(10.0),
-    Guard(1.0, margin=0.02),
-    Guard(10.0, "squared"),
-    Guard(100.0, "squared"),
-)
+SQUARED = Guard(10.0, "squared")  # the default chosen by the seed-0 sweep before the paper form was tried
+PAPER_WEIGHTS = (0.01, 0.03, 0.1)  # ||v_ref|| is ~55-65 on TinyFlow: about 0.6-6 in relative-hinge units
+SWEEP_METHOD, SWEEP_REWARD = "nft", "saturation"
+SWEEP = (SQUARED, *(Guard(w, "paper") for w in PAPER_WEIGHTS))
 
 
 @dataclass(frozen=True)
@@ -118,9 +138,9 @@ class Bench:
     """What every job needs to know about the benchmark as a whole."""
 
     model: str = "builtin"
-    out: str = "runs/paper_claims"
+    out: str = "runs/paper_claims"  # training runs and snapshots (not kept)
+    results: str = str(RESULTS)  # one JSON per job (kept: the doc is built from these)
     samples: int = 128  # final evaluation images per model and schedule
-    match_samples: int = 32  # the subset that early stopping matches rewards on
     full_steps: int = 10  # the step count the runs were trained at
     few_steps: int = 4
     snapshots: int = 8  # unguarded checkpoints kept for early stopping
@@ -143,7 +163,7 @@ def early_key(bench: Bench, method: str, reward: str, seed: int, iteration: int)
 
 
 def recipe_for(bench: Bench, method: str, reward: str) -> Recipe:
-    recipe = RECIPES[(method, reward)]
+    recipe = RECIPES.get((method, reward), RECIPES[(method, "saturation")])
     return replace(recipe, **SMOKE) if bench.smoke else recipe
 
 
@@ -166,9 +186,9 @@ def train_config(bench: Bench, method: str, reward: str, seed: int, guard: Guard
         micro_batch_size=r.group_size * r.groups_per_iteration,
         lora_rank=r.lora_rank,
         normguard_weight=guard.weight,
-        normguard_form=guard.form,
+        normguard_form=guard.form if guard.weight else "squared",
         normguard_margin=guard.margin,
-        normguard_relative=True,
+        normguard_relative=True,  # 'paper' ignores it
         height=bench.height,
         width=bench.width,
         eval_every=0,
@@ -217,16 +237,11 @@ def _size(bench: Bench, backend) -> tuple[int, int]:
 
 
 def _eval_both(bench: Bench, backend, rewards, judge, evalset, rescale: bool = False) -> dict[str, Any]:
-    """Full-step (with rho) and few-step metrics; full also keeps the match-subset reward."""
+    """Full-step and few-step metrics, rho at both (claim 3 is about few-step quality)."""
     from normguard.trainer.scene_eval import evaluate_policy
 
-    full, images = evaluate_policy(backend, evalset, bench.full_steps, rewards, judge, rescale=rescale)
-    few, _ = evaluate_policy(
-        backend, evalset, bench.few_steps, rewards, judge, rescale=rescale, record_norms=False
-    )
-    full["match_reward"] = float(
-        rewards(images[: bench.match_samples], evalset.prompts[: bench.match_samples]).mean()
-    )
+    full, _ = evaluate_policy(backend, evalset, bench.full_steps, rewards, judge, rescale=rescale)
+    few, _ = evaluate_policy(backend, evalset, bench.few_steps, rewards, judge, rescale=rescale)
     return {"full": full, "few": few}
 
 
@@ -268,22 +283,25 @@ class _Snapshots:
         self.callback = Hook()
 
 
-def train_job(bench: Bench, method: str, reward: str, seed: int, guard: Guard) -> dict[str, Any]:
-    """Train one arm and evaluate its final LoRA; the unguarded arm is also evaluated with
-    inference-time rescaling, and its snapshots' rewards on the match subset are recorded."""
+def train_job(
+    bench: Bench, method: str, reward: str, seed: int, guard: Guard, extras: bool = True
+) -> dict[str, Any]:
+    """Train one arm and evaluate its final LoRA. With extras, the unguarded arm is also evaluated with
+    inference-time rescaling, and its snapshots' rewards on the whole evaluation set are recorded."""
     import shutil
 
     from safetensors.torch import save_file
 
     from normguard.trainer.loop import Trainer
-    from normguard.trainer.scene_eval import EvalSet, evaluate_policy
+    from normguard.trainer.scene_eval import evaluate_policy
 
     _setup_worker()
     key = run_key(bench, method, reward, seed, guard)
     run_dir = Path(bench.out) / "runs" / key
     shutil.rmtree(run_dir, ignore_errors=True)  # no cached result: whatever is there is incomplete
     cfg = train_config(bench, method, reward, seed, guard, run_dir)
-    snaps = _Snapshots(cfg.iterations // bench.snapshots) if guard.weight == 0 else None
+    extras = extras and guard.weight == 0
+    snaps = _Snapshots(cfg.iterations // bench.snapshots) if extras else None
     t0, c0 = time.perf_counter(), time.process_time()
     trainer = Trainer(cfg, callbacks=[snaps.callback] if snaps else [])
     if snaps:
@@ -296,14 +314,16 @@ def train_job(bench: Bench, method: str, reward: str, seed: int, guard: Guard) -
     if snaps:
         result["rescaled"] = _eval_both(bench, trainer.backend, trainer.rewards, judge, evalset, rescale=True)
         final = trainer.backend.lora_state_dict()
-        match = EvalSet(evalset.prompts[: bench.match_samples], evalset.noise[: bench.match_samples])
         result["snapshots"] = {}
         for it, state in sorted(snaps.saved.items()):
-            trainer.backend.load_lora_state_dict(state)
-            m, _ = evaluate_policy(
-                trainer.backend, match, bench.full_steps, trainer.rewards, judge, record_norms=False
-            )
-            result["snapshots"][str(it)] = m["reward"]
+            if it == cfg.iterations:  # the final LoRA: already evaluated
+                result["snapshots"][str(it)] = result["full"]["reward"]
+            else:
+                trainer.backend.load_lora_state_dict(state)
+                m, _ = evaluate_policy(
+                    trainer.backend, evalset, bench.full_steps, trainer.rewards, judge, record_norms=False
+                )
+                result["snapshots"][str(it)] = m["reward"]
             save_file(state, str(run_dir / f"snapshot-{it:05d}.safetensors"))
         trainer.backend.load_lora_state_dict(final)
     result["eval_cpu"] = time.process_time() - c0 - train_cpu
@@ -328,8 +348,8 @@ def early_job(bench: Bench, method: str, reward: str, seed: int, iteration: int)
 
 
 def pick_early_stop(snapshots: dict[str, float], target: float) -> int | None:
-    """The first snapshot whose match-subset reward reaches `target` (the guarded run's final one),
-    or the closer of it and the one before; None when the unguarded run never reached it."""
+    """The first snapshot whose reward (on the whole evaluation set) reaches `target` (the guarded
+    run's), or the one before it when that one is closer; None when the unguarded run never got there."""
     items = sorted((int(k), v) for k, v in snapshots.items())
     for i, (it, r) in enumerate(items):
         if r >= target:
@@ -343,19 +363,22 @@ def pick_early_stop(snapshots: dict[str, float], target: float) -> int | None:
 
 
 class Runner:
-    """Runs jobs in worker processes (spawned, one torch thread each) and caches each result as JSON."""
+    """Runs jobs in worker processes (spawned, one torch thread each) and keeps each result as JSON."""
 
     def __init__(self, bench: Bench, jobs: int):
         self.bench, self.jobs = bench, jobs
-        self.cache = Path(bench.out) / "results"
+        self.cache = Path(bench.results)
         self.cache.mkdir(parents=True, exist_ok=True)
 
     def path(self, name: str) -> Path:
         return self.cache / f"{name}.json"
 
-    def run(self, tasks: dict[str, tuple]) -> dict[str, dict]:
-        """tasks: name -> (function, *args); cached names are read back instead of run."""
+    def run(self, tasks: dict[str, tuple]) -> None:
+        """tasks: name -> (function, *args); names with a result file are not run again (nor any
+        with jobs = 0: the doc is then written from the results there are)."""
         todo = {n: t for n, t in tasks.items() if not self.path(n).is_file()}
+        if self.jobs == 0:
+            return
         if todo:
             print(f"running {len(todo)} job(s) ({len(tasks) - len(todo)} cached) on {self.jobs} worker(s)")
         if todo and self.jobs > 1:
@@ -366,45 +389,65 @@ class Runner:
         else:
             for n, t in todo.items():
                 self._store(n, t[0](*t[1:]))
-        return {n: json.loads(self.path(n).read_text()) for n in tasks}
 
     def _store(self, name: str, result: dict) -> None:
-        self.path(name).write_text(json.dumps(result))
+        tmp = self.path(name).with_suffix(".tmp")
+        tmp.write_text(json.dumps(_rounded(result), indent=1, sort_keys=True) + "\n")
+        tmp.replace(self.path(name))
         print(f"  done {name}", flush=True)
 
 
-def run_benchmark(
-    bench: Bench, methods: list[str], rewards: list[str], seeds: list[int], guards: list[Guard], jobs: int
-) -> dict[str, Any]:
-    runner = Runner(bench, jobs)
-    base = runner.run({f"base-{r}": (base_job, bench, r) for r in rewards})
-    arms = [OFF, *guards]
-    trained = runner.run(
-        {
-            run_key(bench, m, r, s, g): (train_job, bench, m, r, s, g)
-            for m in methods
-            for r in rewards
-            for s in seeds
-            for g in arms
-        }
-    )
-    early_tasks, early_iters = {}, {}
+def _rounded(x: Any) -> Any:
+    """Floats to 6 significant digits: the files stay small and far finer than any verdict."""
+    if isinstance(x, float):
+        return float(f"{x:.6g}")
+    if isinstance(x, dict):
+        return {k: _rounded(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_rounded(v) for v in x]
+    return x
+
+
+def load_results(folder: str | Path) -> dict[str, dict]:
+    return {p.stem: json.loads(p.read_text()) for p in sorted(Path(folder).glob("*.json"))}
+
+
+def arm_tasks(
+    bench: Bench, methods: list[str], rewards: list[str], seeds: list[int], guards: list[Guard], extras: bool
+) -> dict[str, tuple]:
+    return {
+        run_key(bench, m, r, s, g): (train_job, bench, m, r, s, g, extras)
+        for m in methods
+        for r in rewards
+        for s in seeds
+        for g in guards
+    }
+
+
+def early_tasks(
+    bench: Bench,
+    res: dict[str, dict],
+    methods: list[str],
+    rewards: list[str],
+    seeds: list[int],
+    guards: list[Guard],
+) -> dict[str, tuple]:
+    tasks = {}
     for m in methods:
         for r in rewards:
             for s in seeds:
-                un = trained[run_key(bench, m, r, s, OFF)]
+                off = res.get(run_key(bench, m, r, s, OFF))
                 for g in guards:
-                    it = pick_early_stop(
-                        un["snapshots"], trained[run_key(bench, m, r, s, g)]["full"]["match_reward"]
-                    )
-                    early_iters[run_key(bench, m, r, s, g)] = it
-                    if it is not None:
-                        early_tasks[early_key(bench, m, r, s, it)] = (early_job, bench, m, r, s, it)
-    early = runner.run(early_tasks)
-    return {"bench": bench, "base": base, "trained": trained, "early": early, "early_iters": early_iters}
+                    on = res.get(run_key(bench, m, r, s, g))
+                    if off is None or on is None:
+                        continue
+                    it = pick_early_stop(off["snapshots"], on["full"]["reward"])
+                    if it is not None and it < max(int(k) for k in off["snapshots"]):  # final: no stopping
+                        tasks[early_key(bench, m, r, s, it)] = (early_job, bench, m, r, s, it)
+    return tasks
 
 
-# --- statistics and verdicts ----------------------------------------------------------------------------
+# --- statistics ----------------------------------------------------------------------------------------
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -414,13 +457,20 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0
 
 
-def fmt(values: list[float], digits: int = 3) -> str:
+def fmt(values: list[float], digits: int = 3, expected: int | None = None) -> str:
+    """mean ± std; the number of seeds when fewer than `expected` (or than len(values)) had a value."""
     m, s = mean_std(values)
     if math.isnan(m):
         return "n/a"
-    if len([v for v in values if v is not None and not math.isnan(v)]) == 1:
-        return f"{m:.{digits}f}"  # one seed: no spread to show
-    return f"{m:.{digits}f} ± {s:.{digits}f}"
+    n = len([v for v in values if v is not None and not math.isnan(v)])
+    text = f"{m:.{digits}f}" if n == 1 else f"{m:.{digits}f} ± {s:.{digits}f}"
+    return text if n >= (expected or len(values)) else f"{text} (n={n})"
+
+
+def per_seed(values: list[float], digits: int = 1, signed: bool = True) -> str:
+    """Per-seed values 'a / b / c' (n/a where a seed has none)."""
+    sign = "+" if signed else ""
+    return " / ".join("n/a" if v is None or math.isnan(v) else f"{v:{sign}.{digits}f}" for v in values)
 
 
 def gain_kept(base: float, unguarded: float, guarded: float) -> float:
@@ -430,49 +480,64 @@ def gain_kept(base: float, unguarded: float, guarded: float) -> float:
 
 @dataclass
 class Cell:
-    """Per-seed numbers of one (method, reward, guard) comparison."""
+    """Per-seed numbers of one (method, reward, guard) comparison; seeds without results are left out."""
 
+    seeds: list[int]
     rho_off: list[float]
     rho_on: list[float]
+    rho_off_few: list[float]
+    rho_on_few: list[float]
     reward_off: list[float]
     reward_on: list[float]
     kept: list[float]
-    # quality at "full" and "few": accuracy (higher better) and frechet (lower better), per arm
+    # quality at "full" and "few": reward, accuracy (higher better), frechet (lower better), per arm
     q: dict[str, dict[str, list[float]]]
     early_iteration: list[int | None]
     early_is_final: list[bool]  # the checkpoint picked is the unguarded run's last one: no stopping at all
 
 
-def collect(results: dict[str, Any], method: str, reward: str, seeds: list[int], guard: Guard) -> Cell:
-    base = results["base"][f"base-{reward}"]
-    q: dict[str, dict[str, list[float]]] = {}
-    rho_off, rho_on, r_off, r_on, kept, its, final = [], [], [], [], [], [], []
+def collect(
+    res: dict[str, dict], bench: Bench, method: str, reward: str, seeds: list[int], guard: Guard
+) -> Cell:
+    base = res[f"base-{reward}"]
+    q: dict[str, list[float]] = {}
+    c = Cell([], [], [], [], [], [], [], [], q, [], [])
     for s in seeds:
-        bench = results["bench"]
-        off = results["trained"][run_key(bench, method, reward, s, OFF)]
-        on = results["trained"][run_key(bench, method, reward, s, guard)]
-        it = results["early_iters"].get(run_key(bench, method, reward, s, guard))
-        early = results["early"].get(early_key(bench, method, reward, s, it)) if it is not None else None
-        rho_off.append(off["full"]["rho_mean"])
-        rho_on.append(on["full"]["rho_mean"])
-        r_off.append(off["full"]["reward"])
-        r_on.append(on["full"]["reward"])
-        kept.append(gain_kept(base["full"]["reward"], off["full"]["reward"], on["full"]["reward"]))
-        its.append(it)
-        final.append(it is not None and it == max(int(k) for k in off.get("snapshots", {"0": 0})))
-        arms = {"base": base, "off": off, "on": on, "rescaled": off["rescaled"], "early": early}
-        for arm, res in arms.items():
+        off = res.get(run_key(bench, method, reward, s, OFF))
+        on = res.get(run_key(bench, method, reward, s, guard))
+        if off is None or on is None:
+            continue
+        c.seeds.append(s)
+        it = pick_early_stop(off["snapshots"], on["full"]["reward"]) if "snapshots" in off else None
+        early = res.get(early_key(bench, method, reward, s, it)) if it is not None else None
+        c.rho_off.append(off["full"]["rho_mean"])
+        c.rho_on.append(on["full"]["rho_mean"])
+        c.rho_off_few.append(off["few"].get("rho_mean", math.nan))
+        c.rho_on_few.append(on["few"].get("rho_mean", math.nan))
+        c.reward_off.append(off["full"]["reward"])
+        c.reward_on.append(on["full"]["reward"])
+        c.kept.append(gain_kept(base["full"]["reward"], off["full"]["reward"], on["full"]["reward"]))
+        c.early_iteration.append(it)
+        c.early_is_final.append(it is not None and it == max(int(k) for k in off["snapshots"]))
+        arms = {"base": base, "off": off, "on": on, "rescaled": off.get("rescaled"), "early": early}
+        for arm, r in arms.items():
             for sched in ("full", "few"):
                 for metric in ("accuracy", "frechet", "reward"):
-                    v = res[sched][metric] if res is not None else math.nan
-                    q.setdefault(f"{arm}/{sched}/{metric}", []).append(v)
-    return Cell(rho_off, rho_on, r_off, r_on, kept, q, its, final)
+                    q.setdefault(f"{arm}/{sched}/{metric}", []).append(
+                        r[sched][metric] if r is not None else math.nan
+                    )
+    return c
 
+
+# --- verdicts --------------------------------------------------------------------------------------------
 
 # The smallest differences that count as "better" (below them two models are a tie): the Fréchet
 # distance must be lower by 5% of the larger one, the judge accuracy higher by 1 point, the reward
 # higher by 5% of the unguarded run's gain.
 MIN_FD_FRACTION, MIN_ACCURACY, MIN_REWARD_FRACTION = 0.05, 0.01, 0.05
+# Below this mean unguarded rho there is no inflation for rescaling (claim 4) to undo: the same
+# bound NormGuard is held to in claim 1.
+RHO_TOLERANCE = 1.01
 
 
 def beats(x: float, y: float, metric: str, gain: float = 0.0) -> bool:
@@ -502,20 +567,39 @@ def quality_verdict(c: Cell, better: str, worse: str) -> dict[str, bool]:
     }
 
 
+def diffs(c: Cell, a: str, b: str, key: str) -> list[float]:
+    """Per seed: arm a minus arm b on `key` ('full/frechet', ...)."""
+    return [x - y for x, y in zip(c.q[f"{a}/{key}"], c.q[f"{b}/{key}"], strict=True)]
+
+
+def grows(d: list[float]) -> bool:
+    """A per-seed difference 'grows' when it is positive at every seed and its mean exceeds the seeds'
+    spread (std) of it: the growth must stand out of the seed-to-seed noise."""
+    vals = [x for x in d if not math.isnan(x)]
+    if len(vals) < 2:
+        return False
+    m, s = mean_std(vals)
+    return all(x > 0 for x in vals) and m > s
+
+
 def verdicts(c: Cell) -> dict[str, str]:
     """One verdict per claim, by fixed rules (stated in docs/paper_claims.md)."""
     out = {}
+    if not c.seeds:
+        return {k: "n/a: no results" for k in "12345"}
     rho, _ = mean_std(c.rho_off)
     rho_on, _ = mean_std(c.rho_on)
+    rho_few, _ = mean_std(c.rho_off_few)
     if rho >= 1.05:
         v1 = "holds" if rho <= 1.15 else "holds, stronger than the paper's 5-15%"
     elif rho > 1.0 and all(r > 1.0 for r in c.rho_off):
         v1 = "partly: inflation at every seed, but below the paper's 5%"
     else:
-        v1 = "does not hold: no inflation"
-    guard_ok = rho_on <= 1.01
+        v1 = "does not hold: no inflation at every seed"
+    held = rho_on <= RHO_TOLERANCE
     out["1"] = (
-        f"{v1}; NormGuard {'holds rho at or below 1.01' if guard_ok else 'does not hold rho at 1'} ({rho_on:.3f})"
+        f"{v1} ({rho:.3f} full, {rho_few:.3f} few steps); NormGuard "
+        f"{'holds rho at or below' if held else 'does not hold rho at'} {RHO_TOLERANCE:g} ({rho_on:.3f})"
     )
 
     kept, _ = mean_std(c.kept)
@@ -531,10 +615,9 @@ def verdicts(c: Cell) -> dict[str, str]:
     qv = quality_verdict(c, "on", "off")
     fd_full, fd_few = qv["frechet/full"], qv["frechet/few"]
     acc = qv["accuracy/full"] and qv["accuracy/few"]
-    gain = [
-        mean_std(c.q[f"off/{s}/frechet"])[0] - mean_std(c.q[f"on/{s}/frechet"])[0] for s in ("full", "few")
-    ]
-    grows = gain[1] > gain[0]
+    # the FD gain (unguarded - guarded) at few steps minus the one at full steps, per seed
+    gain_full, gain_few = diffs(c, "off", "on", "full/frechet"), diffs(c, "off", "on", "few/frechet")
+    growth = [f - g for f, g in zip(gain_few, gain_full, strict=True)]
     if fd_full and fd_few:
         v3 = "holds: closer to the data at every seed, full and few steps"
     elif fd_full or fd_few:
@@ -543,45 +626,89 @@ def verdicts(c: Cell) -> dict[str, str]:
         v3 = "does not hold: not closer to the data at every seed"
     v3 += f"; judge accuracy {'higher' if acc else 'not higher'} at every seed (full and few)"
     v3 += (
-        f"; the FD gain {'grows' if grows else 'does not grow'} at few steps ({gain[0]:.1f} -> {gain[1]:.1f})"
+        f"; the FD gain {'grows' if grows(growth) else 'does not grow'} at few steps "
+        f"({mean_std(gain_full)[0]:.1f} -> {mean_std(gain_few)[0]:.1f}; per seed {per_seed(growth)})"
     )
     out["3"] = v3
 
-    rescale_fixes = quality_verdict(c, "rescaled", "off")
-    gains = [u - b for u, b in zip(c.reward_off, c.q["base/full/reward"], strict=True)]
-    reward_up = better_every_seed(c.q["rescaled/full/reward"], c.q["off/full/reward"], "reward", gains)
-    fixed = [k for k, v in rescale_fixes.items() if v]
-    if not reward_up and not fixed:
-        out["4"] = "holds: rescaling raised neither the reward nor any quality measure at every seed"
+    if rho < RHO_TOLERANCE:
+        out["4"] = f"not testable (no inflation): the unguarded mean rho is {rho:.3f}, nothing to rescale"
     else:
-        parts = (["the reward"] if reward_up else []) + [f"{k.replace('/', ' at ')} steps" for k in fixed]
-        out["4"] = "does not hold: rescaling improved " + ", ".join(parts) + " at every seed"
-
-    if any(i is None for i in c.early_iteration):
-        n = sum(i is None for i in c.early_iteration)
-        out["5"] = f"n/a at {n} seed(s): the unguarded run never reached the guarded reward"
-        if n == len(c.early_iteration):
-            return out
-    if all(c.early_is_final):
-        out["5"] = (
-            "n/a: the unguarded run first reached the guarded reward at its last checkpoint at every seed "
-            "(NormGuard kept the whole gain), so there was nothing to stop early"
-        )
-        return out
-    ev = quality_verdict(c, "on", "early")
-    wins = [k for k, v in ev.items() if v]
-    fd_both = ev["frechet/full"] and ev["frechet/few"]
-    prefix = out.get("5", "")
-    if fd_both:
-        v5 = "holds: the guarded run is closer to the data than early stopping at every seed, full and few steps"
-    elif wins:
-        v5 = "partly: the guarded run beats early stopping at every seed only in " + ", ".join(
-            k.replace("/", " at ") for k in wins
-        )
-    else:
-        v5 = "does not hold: early stopping at the same reward matches the guarded run's quality"
-    out["5"] = f"{prefix}; {v5}" if prefix else v5
+        rescale_fixes = quality_verdict(c, "rescaled", "off")
+        gains = [u - b for u, b in zip(c.reward_off, c.q["base/full/reward"], strict=True)]
+        reward_up = better_every_seed(c.q["rescaled/full/reward"], c.q["off/full/reward"], "reward", gains)
+        fixed = [k for k, v in rescale_fixes.items() if v]
+        if not reward_up and not fixed:
+            out["4"] = "holds: rescaling raised neither the reward nor any quality measure at every seed"
+        else:
+            parts = (["the reward"] if reward_up else []) + [f"{k.replace('/', ' at ')} steps" for k in fixed]
+            out["4"] = "does not hold: rescaling improved " + ", ".join(parts) + " at every seed"
+    out["5"] = early_verdict(c, kept)
     return out
+
+
+def early_verdict(c: Cell, kept: float) -> str:
+    """Claim 5 from the per-seed differences early-stopped minus guarded (FD: negative = early better)."""
+    missing = sum(i is None for i in c.early_iteration)
+    final = [s for s, f in zip(c.seeds, c.early_is_final, strict=True) if f]
+    usable = len(c.seeds) - missing - len(final)
+    notes = []
+    if missing:
+        notes.append(f"at {missing} seed(s) the unguarded run never reached the guarded reward")
+    if final:
+        notes.append(
+            f"at {len(final)} seed(s) it first reached it at its last checkpoint (the guarded run kept "
+            f"{100 * kept:.0f}% of the gain), so there was nothing to stop early"
+        )
+    if usable == 0:
+        return "n/a: " + "; ".join(notes)
+    ev_on = quality_verdict(c, "on", "early")
+    ev_early = quality_verdict(c, "early", "on")
+    fd = {k: diffs(c, "early", "on", f"{k}/frechet") for k in ("full", "few")}
+    detail = f"FD early - guarded per seed: {per_seed(fd['full'])} (full), {per_seed(fd['few'])} (few)"
+    if ev_on["frechet/full"] and ev_on["frechet/few"]:
+        v5 = "holds: the guarded run is closer to the data than early stopping at every seed, full and few steps"
+    elif ev_early["frechet/full"] and ev_early["frechet/few"]:
+        v5 = "does not hold: early stopping was closer to the data at every seed, full and few steps"
+    else:
+        v5 = "does not hold: neither is closer to the data at every seed (full and few steps)"
+    if ev_early["accuracy/full"] and ev_early["accuracy/few"]:
+        v5 += "; early stopping's judge accuracy was higher at every seed"
+    elif ev_on["accuracy/full"] and ev_on["accuracy/few"]:
+        v5 += "; the guarded run's judge accuracy was higher at every seed"
+    v5 += f" ({detail})"
+    return v5 + ("; " + "; ".join(notes) if notes else "")
+
+
+# --- the penalty sweep (tuning seeds) and the rule for the default --------------------------------------
+
+
+def sweep_scores(c: Cell) -> list[float]:
+    """Per tuning seed: the reward gain kept minus the fraction of the unguarded run's Fréchet distance
+    (full + few steps) that is left. 0 for the unguarded run itself; a penalty scores above 0 when
+    the distance it removes is a larger fraction than the gain it costs."""
+    return [
+        k
+        - (c.q["on/full/frechet"][i] + c.q["on/few/frechet"][i])
+        / (c.q["off/full/frechet"][i] + c.q["off/few/frechet"][i])
+        for i, k in enumerate(c.kept)
+    ]
+
+
+def choose_default(scores: dict[Guard, list[float]]) -> tuple[Guard, Guard, bool]:
+    """The rule, fixed before the sweep was run: the best setting is the one with the highest mean
+    score over the tuning seeds; the paper form's weight is the paper-form setting with the highest
+    mean score; the paper form becomes the default when its mean is within the best setting's
+    spread (one std over the tuning seeds) of the best mean. Returns (best, paper, paper_is_default)."""
+
+    def mean(g: Guard) -> float:
+        m = mean_std(scores[g])[0]
+        return -math.inf if math.isnan(m) else m
+
+    best = max(scores, key=mean)
+    paper = max((g for g in scores if g.form == "paper"), key=mean)
+    m_best, s_best = mean_std(scores[best])
+    return best, paper, mean_std(scores[paper])[0] >= m_best - s_best
 
 
 # --- the document --------------------------------------------------------------------------------------------
@@ -599,184 +726,229 @@ def machine() -> str:
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     load = ""
     if hasattr(os, "getloadavg"):
-        load = f", load average {os.getloadavg()[1]:.1f} when written (other jobs shared the cores)"
+        load = f", load average {os.getloadavg()[1]:.1f} during the run (other jobs shared the cores)"
     return f"{cpu}, {os.cpu_count()} cores, {gpu}; torch {torch.__version__}, Python {platform.python_version()}{load}"
 
 
-def claims_table(
-    results: dict[str, Any], methods: list[str], reward: str, seeds: list[int], guard: Guard
-) -> str:
+ARMS = (
+    ("off", "without NormGuard"),
+    ("on", "with NormGuard: {guard}"),
+    ("rescaled", "without, rescaled to ‖v_ref‖ (4)"),
+    ("early", "without, early-stopped at the reward of {guard} (5)"),
+)
+
+
+def claims_table(res, bench, methods, reward, seeds, guards) -> str:
     rows = [
-        "| method | arm | mean rho | reward | gain kept | judge acc. (full) | judge acc. (few) "
+        "| method | arm | rho (full) | rho (few) | reward | gain kept | judge acc. (full) | judge acc. (few) "
         "| FD (full) | FD (few) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    base = results["base"][f"base-{reward}"]
+    base = res[f"base-{reward}"]
     rows.append(
-        f"| - | base model | 1 | {base['full']['reward']:.4f} | - | {base['full']['accuracy']:.3f} "
+        f"| - | base model | 1 | 1 | {base['full']['reward']:.4f} | - | {base['full']['accuracy']:.3f} "
         f"| {base['few']['accuracy']:.3f} | {base['full']['frechet']:.1f} | {base['few']['frechet']:.1f} |"
     )
+    n = len(seeds)
     for m in methods:
-        c = collect(results, m, reward, seeds, guard)
-        for arm, label, rho, kept in (
-            ("off", "without NormGuard", fmt(c.rho_off), "-"),
-            ("on", "with NormGuard", fmt(c.rho_on), fmt(c.kept, 2)),
-            ("rescaled", "without, rescaled to ‖v_ref‖ (4)", "1 (forced)", "-"),
-            ("early", "without, early-stopped at the guarded reward (5)", "-", "-"),
-        ):
+        cells = [collect(res, bench, m, reward, seeds, g) for g in guards]
+        if not cells[0].seeds:
+            rows.append(f"| {m.upper()} | no results | | | | | | | | |")
+            continue
+        lines = [
+            (
+                "off",
+                cells[0],
+                "without NormGuard",
+                fmt(cells[0].rho_off, 3, n),
+                fmt(cells[0].rho_off_few, 3, n),
+                "-",
+            )
+        ]
+        lines += [
+            (
+                "on",
+                c,
+                f"with NormGuard: {g.label}",
+                fmt(c.rho_on, 3, n),
+                fmt(c.rho_on_few, 3, n),
+                fmt(c.kept, 2, n),
+            )
+            for g, c in zip(guards, cells, strict=True)
+        ]
+        lines.append(
+            ("rescaled", cells[0], "without, rescaled to ‖v_ref‖ (4)", "1 (forced)", "1 (forced)", "-")
+        )
+        lines += [
+            ("early", c, f"without, early-stopped at the reward of the {g.form} run (5)", "-", "-", "-")
+            for g, c in zip(guards, cells, strict=True)
+        ]
+        for arm, c, label, rho, rho_few, kept in lines:
             rows.append(
-                f"| {m.upper()} | {label} | {rho} | {fmt(c.q[f'{arm}/full/reward'], 4)} | {kept} "
-                f"| {fmt(c.q[f'{arm}/full/accuracy'])} | {fmt(c.q[f'{arm}/few/accuracy'])} "
-                f"| {fmt(c.q[f'{arm}/full/frechet'], 1)} | {fmt(c.q[f'{arm}/few/frechet'], 1)} |"
+                f"| {m.upper()} | {label} | {rho} | {rho_few} | {fmt(c.q[f'{arm}/full/reward'], 4, n)} | {kept} "
+                f"| {fmt(c.q[f'{arm}/full/accuracy'], 3, n)} | {fmt(c.q[f'{arm}/few/accuracy'], 3, n)} "
+                f"| {fmt(c.q[f'{arm}/full/frechet'], 1, n)} | {fmt(c.q[f'{arm}/few/frechet'], 1, n)} |"
             )
     return "\n".join(rows)
 
 
-def verdict_table(
-    results: dict[str, Any], methods: list[str], reward: str, seeds: list[int], guard: Guard
-) -> str:
-    names = {
-        "1": "(1) RL inflates rho by 5-15%; NormGuard holds it at 1",
-        "2": "(2) NormGuard keeps the reward gain",
-        "3": "(3) NormGuard improves quality the reward does not see, more at few steps",
-        "4": "(4) rescaling to ‖v_ref‖ at inference recovers neither reward nor quality",
-        "5": "(5) early stopping at the same reward does not match NormGuard's quality",
-    }
+def early_table(res, bench, methods, reward, seeds, guards) -> str:
+    rows = [
+        "| method | penalty | stopped at iteration | reward: early - guarded | FD (full): early - guarded "
+        "| FD (few): early - guarded | judge acc. (full): early - guarded |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for m in methods:
+        for g in guards:
+            c = collect(res, bench, m, reward, seeds, g)
+            if not c.seeds:
+                continue
+            its = " / ".join("never" if i is None else str(i) for i in c.early_iteration)
+            rows.append(
+                f"| {m.upper()} | {g.form} | {its} | {per_seed(diffs(c, 'early', 'on', 'full/reward'), 4)} "
+                f"| {per_seed(diffs(c, 'early', 'on', 'full/frechet'))} "
+                f"| {per_seed(diffs(c, 'early', 'on', 'few/frechet'))} "
+                f"| {per_seed(diffs(c, 'early', 'on', 'full/accuracy'), 3)} |"
+            )
+    return "\n".join(rows)
+
+
+CLAIMS = {
+    "1": "(1) RL inflates rho by 5-15%; NormGuard holds it at 1",
+    "2": "(2) NormGuard keeps the reward gain",
+    "3": "(3) NormGuard improves quality the reward does not see, more at few steps",
+    "4": "(4) rescaling to ‖v_ref‖ at inference recovers neither reward nor quality",
+    "5": "(5) early stopping at the same reward does not match NormGuard's quality",
+}
+
+
+def verdict_table(res, bench, methods, reward, seeds, guard) -> str:
     rows = ["| claim | " + " | ".join(m.upper() for m in methods) + " |", "|---|" + "---|" * len(methods)]
-    per_method = {m: verdicts(collect(results, m, reward, seeds, guard)) for m in methods}
-    for k, name in names.items():
+    per_method = {}
+    for m in methods:
+        c = collect(res, bench, m, reward, seeds, guard)
+        v = verdicts(c)
+        if c.seeds and len(c.seeds) < len(seeds):
+            v = {k: f"{t} [{len(c.seeds)} of {len(seeds)} seeds]" for k, t in v.items()}
+        per_method[m] = v
+    for k, name in CLAIMS.items():
         rows.append(f"| {name} | " + " | ".join(per_method[m][k] for m in methods) + " |")
     return "\n".join(rows)
 
 
-def sweep_table(
-    results: dict[str, Any], methods: list[str], reward: str, seeds: list[int], guards: list[Guard]
-) -> str:
+def sweep_section(res, bench, meta) -> list[str]:
+    seeds = meta["tuning_seeds"]
+    guards = [Guard.from_name(n) for n in meta["sweep"]]
     rows = [
-        "| method | penalty | mean rho | gain kept | FD (full) | FD (few) | judge acc. (full) | judge acc. (few) |",
+        "| penalty | rho (full) | rho (few) | gain kept | FD (full) | FD (few) | judge acc. (full) | score |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for m in methods:
-        c0 = collect(results, m, reward, seeds, guards[0])
-        rows.append(
-            f"| {m.upper()} | off | {fmt(c0.rho_off)} | 1 | {fmt(c0.q['off/full/frechet'], 1)} "
-            f"| {fmt(c0.q['off/few/frechet'], 1)} | {fmt(c0.q['off/full/accuracy'])} | {fmt(c0.q['off/few/accuracy'])} |"
-        )
-        for g in guards:
-            c = collect(results, m, reward, seeds, g)
-            rows.append(
-                f"| {m.upper()} | {g.form}, weight {g.weight:g}, margin {g.margin:g} | {fmt(c.rho_on)} "
-                f"| {fmt(c.kept, 2)} | {fmt(c.q['on/full/frechet'], 1)} | {fmt(c.q['on/few/frechet'], 1)} "
-                f"| {fmt(c.q['on/full/accuracy'])} | {fmt(c.q['on/few/accuracy'])} |"
-            )
-    return "\n".join(rows)
-
-
-MAGNITUDE_FREE = ("centring", "position")
-
-
-def relative_fd(c: Cell) -> float:
-    """The guarded FD over the unguarded FD, summed over full and few steps, mean over seeds."""
-    ratios = [
-        (c.q["on/full/frechet"][i] + c.q["on/few/frechet"][i])
-        / (c.q["off/full/frechet"][i] + c.q["off/few/frechet"][i])
-        for i in range(len(c.rho_on))
-    ]
-    return mean_std(ratios)[0]
-
-
-def pick_default(kept: dict[Guard, float], score: dict[Guard, float]) -> Guard:
-    """The defaults rule: among the settings that keep >= 90% of the unguarded reward gain on the
-    magnitude-free rewards (where the paper says the penalty should cost nothing), the one whose
-    images are closest to the data (lowest `score`, the FD relative to the unguarded run); when none
-    keeps 90%, the one that keeps the most."""
-    eligible = [g for g in kept if kept[g] >= 0.9] or [max(kept, key=lambda g: kept[g])]
-    return min(eligible, key=lambda g: score[g])
-
-
-def recommend(
-    sweep: dict[str, Any], methods: list[str], rewards: list[str], guards: list[Guard]
-) -> tuple[Guard, str]:
-    """pick_default on the sweep's numbers (the worst method's kept gain, the mean relative FD over
-    methods and rewards); returns the setting and the reason in words."""
-    free = [r for r in rewards if r in MAGNITUDE_FREE]
-    cells = {
-        (g, m, r): collect(sweep, m, r, sweep["seeds"], g) for g in guards for m in methods for r in rewards
-    }
-    kept = {
-        g: min((mean_std(cells[g, m, r].kept)[0] for m in methods for r in free), default=1.0) for g in guards
-    }
-    score = {
-        g: statistics.fmean(relative_fd(cells[g, m, r]) for m in methods for r in rewards) for g in guards
-    }
-    best = pick_default(kept, score)
-    why = (
-        f"{best.form} hinge, weight {best.weight:g}, margin {best.margin:g}: it keeps "
-        f"{100 * kept[best]:.0f}% of the gain on {', '.join(free) or 'no magnitude-free reward'} (worst method) "
-        f"and brings the FD to {100 * score[best]:.0f}% of the unguarded run's (mean over methods, rewards, "
-        "full and few steps)"
+    c0 = collect(res, bench, SWEEP_METHOD, SWEEP_REWARD, seeds, guards[0])
+    rows.append(
+        f"| off | {fmt(c0.rho_off)} | {fmt(c0.rho_off_few)} | 1 | {fmt(c0.q['off/full/frechet'], 1)} "
+        f"| {fmt(c0.q['off/few/frechet'], 1)} | {fmt(c0.q['off/full/accuracy'])} | 0 |"
     )
-    return best, why
+    scores = {}
+    for g in guards:
+        c = collect(res, bench, SWEEP_METHOD, SWEEP_REWARD, seeds, g)
+        scores[g] = sweep_scores(c)
+        rows.append(
+            f"| {g.label} | {fmt(c.rho_on)} | {fmt(c.rho_on_few)} | {fmt(c.kept, 2)} "
+            f"| {fmt(c.q['on/full/frechet'], 1)} | {fmt(c.q['on/few/frechet'], 1)} "
+            f"| {fmt(c.q['on/full/accuracy'])} | {fmt(scores[g], 3)} ({per_seed(scores[g], 3)}) |"
+        )
+    best, paper, paper_default = choose_default(scores)
+    m_best, s_best = mean_std(scores[best])
+    outcome = (
+        f"The best setting is the {best.label} (score {m_best:.3f} ± {s_best:.3f}); the best paper-form weight "
+        f"is {paper.weight:g} (score {mean_std(scores[paper])[0]:.3f}), "
+        + (
+            "within the best setting's spread: **the paper form is the default**"
+            if paper_default
+            else f"below the best mean minus its spread ({m_best - s_best:.3f}): **the {best.label} stays "
+            "the default**, and `normguard_form: paper` sets the abstract's form"
+        )
+        + "."
+    )
+    return [
+        f"## Penalty sweep ({SWEEP_METHOD.upper()}, reward `{SWEEP_REWARD}`, tuning seeds "
+        f"{', '.join(map(str, seeds))})",
+        "",
+        "Why one method and one reward: the sweep has to finish on two shared CPU cores, and NFT on the "
+        "magnitude-paying reward is the cell where the unguarded run inflates rho most, so the penalty "
+        "forms differ most there; the claims tables above then report both forms for every method and "
+        "both rewards on the evaluation seeds, which checks the choice where it was not made.",
+        "",
+        "Rule (written into `choose_default()` before the sweep ran): score each setting per tuning seed "
+        "as the reward gain it keeps minus the fraction of the unguarded run's Fréchet distance (full + "
+        "few steps) it leaves; the best setting has the highest mean score; the paper form's weight is "
+        "its best-scoring weight; the paper form becomes the default if its mean score is within one "
+        "std (over the tuning seeds) of the best setting's mean.",
+        "",
+        "\n".join(rows),
+        "",
+        outcome,
+        "",
+    ]
 
 
-def render(
-    results: dict[str, Any],
-    bench: Bench,
-    methods: list[str],
-    rewards: list[str],
-    seeds: list[int],
-    guard: Guard,
-    sweep: dict[str, Any] | None,
-    wall: float,
-    jobs: int,
-) -> str:
-    trained = results["trained"].values()
+def render(res: dict[str, dict], bench: Bench, meta: dict[str, Any]) -> str:
+    methods, rewards, seeds = meta["methods"], meta["rewards"], meta["seeds"]
+    guards = [Guard.from_name(n) for n in meta["guards"]]
+    trained = [r for k, r in res.items() if "train_cpu" in r]
     cpu = sum(r["train_cpu"] + r["eval_cpu"] for r in trained)
+    default = TrainConfig()
+    default_label = (
+        Guard(default.normguard_weight, default.normguard_form, default.normguard_margin).label
+        if default.normguard_form == "paper" or default.normguard_relative
+        else "an absolute hinge"
+    )
     lines = [
-        "# The paper's claims, measured" + (" (SMOKE RUN: numbers mean nothing)" if bench.smoke else ""),
+        "# The paper's claims, measured on a 6 MB toy model (not the paper's setting)"
+        + (" (SMOKE RUN: numbers mean nothing)" if bench.smoke else ""),
         "",
-        f"Machine: {machine()}. Model: `{bench.model}`. Seeds: {', '.join(map(str, seeds))}. "
-        f"Penalty: {guard.form} relative hinge, weight {guard.weight:g}, margin {guard.margin:g}. "
+        "**Scale.** These are measurements on the shipped TinyFlow model (6 MB) generating 32 px "
+        "procedural scenes of coloured shapes, trained for 40 iterations of 16 images, with one reward "
+        "chosen to pay for magnitude (`saturation`) beside one that does not (`centring`), and learning "
+        "rates chosen so that unguarded runs drift within those 40 iterations. The paper's setting is "
+        "SD3.5 and FLUX at 512-1024 px with learned rewards; these tables test whether the mechanisms "
+        "behind its claims appear at this scale, not its numbers.",
+        "",
+        f"Machine: {meta['machine']}. Model: `{bench.model}`. Evaluation seeds: {', '.join(map(str, seeds))}; "
+        f"the penalty sweep used separate tuning seeds ({', '.join(map(str, meta['tuning_seeds']))}). "
+        f"Penalties: {'; '.join(g.label for g in guards)}; the config default is the {default_label}. "
         f"{bench.samples} evaluation images per model at {bench.full_steps} (full) and {bench.few_steps} (few) "
-        f"Euler steps, the same prompts and noise for every model. {cpu / 60:.1f} CPU-min in training and "
-        f"evaluation on {jobs} worker process(es) of one torch thread (about {cpu / 60 / jobs:.0f} min of wall "
-        f"time; this invocation took {wall / 60:.0f} min, finished runs are read back from the cache).",
+        f"Euler steps, the same prompts and noise for every model. {cpu / 60:.0f} CPU-min in training and "
+        f"evaluation, on {meta['jobs']} worker process(es) of one torch thread.",
         "",
-        "Reproduce: `python benchmarks/paper_claims.py"
-        + (" --smoke" if bench.smoke else "")
-        + f" --seeds {' '.join(map(str, seeds))}"
-        + (" --sweep" if sweep else "")
-        + f"` (results are cached in `{bench.out}/results`; "
-        "every run is deterministic given its seed).",
+        "Reproduce: `python benchmarks/paper_claims.py` (one JSON per run lands in `benchmarks/results/`; "
+        "every run is deterministic given its seed). `python benchmarks/paper_claims.py --check` rebuilds "
+        "this file from those JSONs without training and fails if it differs; CI runs it.",
         "",
     ]
     for reward in rewards:
-        kind = "pays for magnitude" if reward in ("saturation", "contrast") else "magnitude-free"
+        kind = "pays for magnitude" if reward in MAGNITUDE_REWARDS else "magnitude-free"
+        fd_ref = (
+            "the base model's own full-step samples (this model was not trained on the scenes)"
+            if bench.model != "builtin"
+            else "real scenes"
+            + (
+                " with " + ", ".join(f"{k} = {v}" for k, v in REFERENCE_FIXED[reward].items())
+                if reward in REFERENCE_FIXED
+                else ""
+            )
+            + (f"; the prompts name no {', '.join(PROMPT_OMITS[reward])}" if reward in PROMPT_OMITS else "")
+        )
         lines += [
             f"## Reward `{reward}` ({kind})",
             "",
-            "Mean ± std over seeds. rho: mean over the full-step sampler steps of ||v_theta|| / ||v_ref|| on "
-            "the policy's own trajectory. Gain kept: (guarded - base) / (unguarded - base) reward, per seed. "
-            "Judge acc.: fraction of the prompt's attributes the judge sees. FD: Fréchet distance of the "
-            "judge's features to "
-            + (
-                "the base model's own full-step samples (this model was not trained on the scenes)"
-                if bench.model != "builtin"
-                else "real scenes"
-                + (
-                    " with " + ", ".join(f"{k} = {v}" for k, v in REFERENCE_FIXED[reward].items())
-                    if reward in REFERENCE_FIXED
-                    else ""
-                )
-                + (
-                    f"; the prompts name no {', '.join(PROMPT_OMITS[reward])}"
-                    if reward in PROMPT_OMITS
-                    else ""
-                )
-            )
-            + " (lower = closer).",
+            "Mean ± std over seeds ((n=k) where only k seeds have the number). rho: mean over the sampler "
+            "steps of ||v_theta|| / ||v_ref|| on the policy's own trajectory, at the full and the few-step "
+            "schedule. Gain kept: (guarded - base) / (unguarded - base) reward, per seed. Judge acc.: "
+            "fraction of the prompt's attributes the judge sees. FD: Fréchet distance of the judge's "
+            f"features to {fd_ref} (lower = closer).",
             "",
-            claims_table(results, methods, reward, seeds, guard),
+            claims_table(res, bench, methods, reward, seeds, guards),
             "",
             "Recipes (per method): "
             + "; ".join(
@@ -785,52 +957,73 @@ def render(
             )
             + ".",
             "",
-            "### Verdicts",
+            "Early stopping (5), per seed: the unguarded run's checkpoint (every "
+            f"{recipe_for(bench, methods[0], reward).iterations // bench.snapshots} iterations) whose reward on the "
+            "whole evaluation set is nearest the guarded run's, and how it compares (FD: negative = early "
+            "stopping closer to the data).",
             "",
-            verdict_table(results, methods, reward, seeds, guard),
-            "",
-        ]
-    if sweep is not None:
-        lines += [f"## Penalty sweep (seed {', '.join(map(str, sweep['seeds']))})", ""]
-        for reward in rewards:
-            table = sweep_table(sweep, methods, reward, sweep["seeds"], list(SWEEP))
-            lines += [f"Reward `{reward}`:", "", table, ""]
-        best, why = recommend(sweep, methods, rewards, list(SWEEP))
-        lines += [
-            "Rule for the defaults (fixed before the numbers): among the settings that keep >= 90% of the "
-            "unguarded reward gain on the magnitude-free reward with every method, take the one whose images "
-            "are closest to the data (lowest FD relative to the unguarded run, mean over methods, rewards, "
-            "full and few steps). "
-            f"By this rule: **{why}**. The config defaults are {guard.form}, weight {guard.weight:g}, "
-            f"margin {guard.margin:g}"
-            + (" (the same)." if best == guard else " (they differ: see the text)."),
+            early_table(res, bench, methods, reward, seeds, guards),
             "",
         ]
+        for g in guards:
+            lines += [
+                f"### Verdicts: {g.label}",
+                "",
+                verdict_table(res, bench, methods, reward, seeds, g),
+                "",
+            ]
+    if meta.get("sweep"):
+        lines += sweep_section(res, bench, meta)
     lines += [
         "## Verdict rules",
         "",
         "Fixed before the numbers, applied by `verdicts()` in the script:",
         "",
-        "- (1) holds when the mean unguarded rho is >= 1.05; 'partly' when it is above 1 at every seed but "
-        "below 1.05. NormGuard 'holds rho' when the guarded mean is <= 1.01.",
+        "- (1) holds when the mean unguarded rho (full steps) is >= 1.05; 'partly' when it is above 1 at "
+        f"every seed but below 1.05. NormGuard 'holds rho' when the guarded mean is <= {RHO_TOLERANCE:g}.",
         "- (2) holds when the mean gain kept is >= 90%, 'partly' from 50%.",
         "- (3), (4), (5): a model is better than another on a measure only when it is better at every seed "
         "(with 3 seeds, a coin would manage that 1 time in 8), and by at least a minimum difference: FD lower "
         f"by {100 * MIN_FD_FRACTION:g}% of the larger one, judge accuracy higher by {100 * MIN_ACCURACY:g} "
         f"point(s), reward higher by {100 * MIN_REWARD_FRACTION:g}% of the unguarded gain; smaller "
-        "differences are ties. (3) holds when the guarded LoRA's FD is lower "
-        "at full and at few steps; the judge accuracy and whether the FD gain grows at few steps are "
-        "reported beside it. (4) holds when rescaling improves neither the reward nor any quality measure. "
-        "(5) holds when the guarded LoRA's FD beats the early-stopped checkpoint's at full and few steps.",
+        "differences are ties. (3) holds when the guarded LoRA's FD is lower at full and at few steps; the "
+        "judge accuracy is reported beside it, and the FD gain 'grows' at few steps only when the per-seed "
+        "growth is positive at every seed and its mean exceeds its std over seeds. (4) is 'not testable' "
+        f"when the unguarded mean rho is below {RHO_TOLERANCE:g} (nothing to rescale); otherwise it holds when "
+        "rescaling improves neither the reward nor any quality measure. (5) holds when the guarded LoRA's "
+        "FD beats the early-stopped checkpoint's at full and few steps, and says so when early stopping "
+        "beats the guarded run instead.",
         "",
     ]
     return "\n".join(lines)
 
 
+def bench_from(meta: dict[str, Any]) -> Bench:
+    return Bench(**meta["bench"])
+
+
+def check(results: Path, doc: Path) -> int:
+    """Rebuild the doc from the result files and compare it with the committed one, byte for byte."""
+    meta = json.loads((results / "meta.json").read_text())
+    res = load_results(results)
+    res.pop("meta", None)
+    text = render(res, bench_from(meta), meta)
+    if doc.is_file() and doc.read_text(encoding="utf-8") == text:
+        print(f"{doc} matches {results}")
+        return 0
+    old = doc.read_text(encoding="utf-8").splitlines() if doc.is_file() else []
+    sys.stdout.writelines(
+        line + "\n" for line in difflib.unified_diff(old, text.splitlines(), str(doc), "rebuilt", lineterm="")
+    )
+    print(f"{doc} does not match what {results} gives (diff above)")
+    return 1
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="builtin", help="'builtin' or a local diffusers flow model folder")
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--seeds", type=int, nargs="+", default=list(EVAL_SEEDS))
+    ap.add_argument("--tuning-seeds", type=int, nargs="+", default=list(TUNING_SEEDS))
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     ap.add_argument(
         "--rewards",
@@ -839,28 +1032,31 @@ def main(argv: list[str] | None = None) -> int:
         choices=["saturation", "contrast", "centring", "position"],
     )
     ap.add_argument("--smoke", action="store_true", help="one seed, tiny runs: checks that everything runs")
+    ap.add_argument("--no-sweep", action="store_true", help="skip the penalty sweep (both forms still run)")
+    ap.add_argument("--check", action="store_true", help="rebuild the doc from --results only and compare")
     ap.add_argument(
-        "--sweep",
-        action="store_true",
-        help="also the penalty sweep, first seed only (the defaults' evidence)",
+        "--no-run", action="store_true", help="run nothing: write the doc from the results there are"
     )
     ap.add_argument("--jobs", type=int, default=2, help="worker processes (one torch thread each)")
-    ap.add_argument("--out", default=None, help="cache folder (default runs/paper_claims[-smoke])")
+    ap.add_argument("--out", default=None, help="training runs (default runs/paper_claims[-smoke])")
+    ap.add_argument("--results", default=None, help="result JSONs (default benchmarks/results)")
     ap.add_argument("--doc", default=None, help="markdown output (default docs/paper_claims.md)")
     ap.add_argument("--samples", type=int, default=None, help="evaluation images per model (default 128)")
     ap.add_argument("--height", type=int, default=None)
     ap.add_argument("--width", type=int, default=None)
     args = ap.parse_args(argv)
-    for m in args.methods:
-        for r in args.rewards:
-            if (m, r) not in RECIPES:
-                RECIPES[(m, r)] = RECIPES[(m, "saturation")]
+    out = args.out or ("runs/paper_claims-smoke" if args.smoke else "runs/paper_claims")
+    results = Path(args.results or (Path(out) / "results" if args.smoke else RESULTS))
+    doc = Path(args.doc) if args.doc else DOC
+    if args.check:
+        return check(results, doc)
     seeds = args.seeds[:1] if args.smoke else args.seeds
+    tuning = args.tuning_seeds[:1] if args.smoke else args.tuning_seeds
     bench = Bench(
         model=args.model,
-        out=args.out or ("runs/paper_claims-smoke" if args.smoke else "runs/paper_claims"),
+        out=out,
+        results=str(results),
         samples=args.samples or (8 if args.smoke else 128),
-        match_samples=4 if args.smoke else 32,
         full_steps=3 if args.smoke else 10,
         few_steps=1 if args.smoke else 4,
         snapshots=2 if args.smoke else 8,
@@ -869,19 +1065,39 @@ def main(argv: list[str] | None = None) -> int:
         smoke=args.smoke,
     )
     Path(bench.out).mkdir(parents=True, exist_ok=True)
-    (Path(bench.out) / "bench.json").write_text(json.dumps(asdict(bench)))
-    guard = default_guard()
+    runner = Runner(bench, 0 if args.no_run else args.jobs)
     t0 = time.perf_counter()
-    results = run_benchmark(bench, args.methods, args.rewards, seeds, [guard], args.jobs)
-    sweep = None
-    if args.sweep:
-        sweep_seeds = seeds[:1]
-        sweep = run_benchmark(bench, args.methods, args.rewards, sweep_seeds, list(SWEEP), args.jobs)
-        sweep["seeds"] = sweep_seeds
-    wall = time.perf_counter() - t0
-    doc = Path(args.doc) if args.doc else ROOT / "docs" / "paper_claims.md"
+    runner.run({f"base-{r}": (base_job, bench, r) for r in args.rewards})
+    guards, sweep = [SQUARED], []
+    if not args.no_sweep:
+        sweep = list(SWEEP)
+        runner.run(arm_tasks(bench, [SWEEP_METHOD], [SWEEP_REWARD], tuning, [OFF, *sweep], extras=False))
+        res = load_results(results)
+        scores = {g: sweep_scores(collect(res, bench, SWEEP_METHOD, SWEEP_REWARD, tuning, g)) for g in sweep}
+        guards.append(choose_default(scores)[1])
+    else:
+        guards.append(Guard(PAPER_WEIGHTS[1], "paper"))
+    runner.run(arm_tasks(bench, args.methods, args.rewards, seeds, [OFF], extras=True))
+    runner.run(arm_tasks(bench, args.methods, args.rewards, seeds, guards, extras=True))
+    runner.run(early_tasks(bench, load_results(results), args.methods, args.rewards, seeds, guards))
+    meta = {
+        "bench": asdict(bench)
+        | {"results": str(RESULTS.relative_to(ROOT)) if results == RESULTS else str(results)},
+        "machine": machine(),
+        "jobs": args.jobs,
+        "wall": time.perf_counter() - t0,
+        "methods": args.methods,
+        "rewards": args.rewards,
+        "seeds": seeds,
+        "tuning_seeds": tuning,
+        "guards": [g.name for g in guards],
+        "sweep": [g.name for g in sweep],
+    }
+    (results / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
+    res = load_results(results)
+    res.pop("meta", None)
     doc.parent.mkdir(parents=True, exist_ok=True)
-    doc.write_text(render(results, bench, args.methods, args.rewards, seeds, guard, sweep, wall, args.jobs))
+    doc.write_text(render(res, bench, meta), encoding="utf-8")
     print(f"wrote {doc}")
     return 0
 

@@ -370,7 +370,9 @@ class NormGuardTrainOptions(io.ComfyNode):
                     "timestep_fraction", default=d["timestep_fraction"], min=0.01, max=1.0, step=0.01
                 ),
                 io.Int.Input("micro_batch_size", default=d["micro_batch_size"], min=1, max=1024),
-                io.Combo.Input("normguard_form", options=["linear", "squared"], default=d["normguard_form"]),
+                io.Combo.Input(
+                    "normguard_form", options=["linear", "squared", "paper"], default=d["normguard_form"]
+                ),
                 io.Boolean.Input("normguard_relative", default=d["normguard_relative"]),
                 io.Float.Input(
                     "normguard_margin", default=d["normguard_margin"], min=0.0, max=10.0, step=0.001

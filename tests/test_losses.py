@@ -67,8 +67,9 @@ def test_sde_step_matches_plain_formula_and_log_prob_is_gaussian():
     sigma, nxt, eta = torch.tensor([1.0, 0.6]), torch.tensor([0.8, 0.4]), 0.7
     mean, std = sde_step_mean(x, v, sigma, nxt, eta=eta, sigma_max=0.95)
     for i in range(2):
-        t = 0.95 if sigma[i] == 1 else sigma[i].item()
-        g = eta * math.sqrt(t / (1 - t))
+        # flow_grpo's first step: sigma_max stands in for sigma = 1 only in g's denominator
+        t = sigma[i].item()
+        g = eta * math.sqrt(t / (1 - (0.95 if t == 1 else t)))
         dt = (nxt[i] - sigma[i]).item()
         drift = v[i] + g**2 / (2 * t) * (x[i] + (1 - t) * v[i])
         assert torch.allclose(mean[i], x[i] + drift * dt, atol=1e-5)

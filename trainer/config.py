@@ -99,16 +99,48 @@ class TrainConfig:
     nft_beta: float = _help("DiffusionNFT guidance strength beta", default=1.0)
     nft_ema_rate: float = _help("old-policy EMA decay ramp per optimizer step", default=0.001)
     nft_ema_max: float = _help("old-policy EMA decay ceiling", default=0.5)
-    awm_time_weight: str = _help("AWM timestep weighting: 'uniform' or 'sigma'", default="uniform")
+    awm_time_weight: str = _help(
+        "AWM timestep weighting: 'uniform', 'sigma', or 'ghuber' (the AWM code's default: "
+        "sigma * mse^p / p, p = awm_ghuber_power)",
+        default="uniform",
+    )
+    awm_ghuber_power: float = _help("power p of AWM's generalised-Huber weighting", default=0.25)
+    awm_advantage_max: float = _help(
+        "AWM advantage scaling: clipped advantages are rescaled to [-this, this] (the AWM code uses 1; "
+        "0 = off)",
+        default=0.0,
+    )
+    awm_ema_kl_weight: float = _help(
+        "AWM EMA-KL: weight of ||v - v_ema||^2 towards an EMA of the adapter (the AWM code uses 1; 0 = off)",
+        default=0.0,
+    )
+    awm_ema_max: float = _help(
+        "decay ceiling of AWM's EMA (ramps by nft_ema_rate per step, as NFT's old policy)", default=0.3
+    )
     dpo_beta: float = _help("flow Diffusion-DPO beta", default=100.0)
+    dpo_regime: str = _help(
+        "DPO data and reference: 'mixed' (policy rollouts, frozen reference), 'offline' (rollouts "
+        "from the frozen reference), 'online' (policy rollouts, reference synced to the policy every "
+        "dpo_ref_sync_every iterations)",
+        default="mixed",
+    )
+    dpo_ref_sync_every: int = _help("online DPO: iterations between reference syncs", default=10)
     grpo_eta: float = _help("Flow-GRPO SDE noise level a", default=0.7)
     grpo_clip_range: float = _help("Flow-GRPO PPO clip range", default=1e-4)
+    grpo_detach_uncond: bool = _help(
+        "with cfg > 1, no gradient through the unconditional branch (flow_grpo since July 2025)",
+        default=True,
+    )
     # --- NormGuard ----------------------------------------------------------------------------
     # Defaults chosen by benchmarks/paper_claims.py (docs/paper_claims.md, "Penalty sweep"): the squared
     # hinge at weight 10 keeps >= 97% of the reward gain on a magnitude-free reward with NFT, AWM and
     # DPO; the linear hinge at weight 1 cost AWM 16% of it. Raise the weight for more protection.
     normguard_weight: float = _help("NormGuard penalty weight lambda (0 turns it off)", default=10.0)
-    normguard_form: str = _help("hinge form: 'linear' or 'squared'", default="squared")
+    normguard_form: str = _help(
+        "hinge form: 'linear', 'squared', or 'paper' (exactly the abstract's relu(||v|| - ||v_ref||): "
+        "linear, absolute, no margin; normguard_relative is ignored)",
+        default="squared",
+    )
     normguard_relative: bool = _help(
         "hinge on ||v||/||v_ref|| - 1 (scale-free) instead of the difference", default=True
     )
@@ -235,8 +267,12 @@ class TrainConfig:
         need(self.normguard_weight >= 0, f"normguard_weight must be >= 0, got {self.normguard_weight}")
         need(self.normguard_margin >= 0, f"normguard_margin must be >= 0, got {self.normguard_margin}")
         need(
-            self.normguard_form in ("linear", "squared"),
-            f"normguard_form must be 'linear' or 'squared', got {self.normguard_form!r}",
+            self.normguard_form in ("linear", "squared", "paper"),
+            f"normguard_form must be 'linear', 'squared' or 'paper', got {self.normguard_form!r}",
+        )
+        need(
+            self.normguard_form != "paper" or self.normguard_margin == 0,
+            "normguard_form 'paper' has no margin: set normguard_margin to 0 (or use form 'linear')",
         )
         need(
             self.normguard_reduction in ("sample", "token"),
@@ -244,9 +280,18 @@ class TrainConfig:
         )
         need(self.adv_std in ("group", "batch"), f"adv_std must be 'group' or 'batch', got {self.adv_std!r}")
         need(
-            self.awm_time_weight in ("uniform", "sigma"),
-            f"awm_time_weight must be 'uniform' or 'sigma', got {self.awm_time_weight!r}",
+            self.awm_time_weight in ("uniform", "sigma", "ghuber"),
+            f"awm_time_weight must be 'uniform', 'sigma' or 'ghuber', got {self.awm_time_weight!r}",
         )
+        need(self.awm_ghuber_power > 0, f"awm_ghuber_power must be > 0, got {self.awm_ghuber_power}")
+        need(self.awm_advantage_max >= 0, f"awm_advantage_max must be >= 0, got {self.awm_advantage_max}")
+        need(self.awm_ema_kl_weight >= 0, f"awm_ema_kl_weight must be >= 0, got {self.awm_ema_kl_weight}")
+        need(0 <= self.awm_ema_max < 1, f"awm_ema_max must be in [0, 1), got {self.awm_ema_max}")
+        need(
+            self.dpo_regime in ("mixed", "offline", "online"),
+            f"dpo_regime must be 'mixed', 'offline' or 'online', got {self.dpo_regime!r}",
+        )
+        need(self.dpo_ref_sync_every >= 1, f"dpo_ref_sync_every must be >= 1, got {self.dpo_ref_sync_every}")
         need(
             self.precision in ("auto", "fp32", "bf16", "fp16"),
             f"precision must be auto, fp32, bf16 or fp16, got {self.precision!r}",

@@ -31,7 +31,7 @@ from .evaluation import DriftMonitor, Evaluation, Evaluator, load_monitors, qual
 from .lora import build_metadata, save_lora
 from .methods import Method, RolloutData, batch_size, make_method, select
 from .old_policy import OldPolicy
-from .penalty import norm_stats, normguard_penalty
+from .penalty import norm_stats, normguard_penalty, resolve_form
 from .rewards import RewardSet, build_rewards
 from .rollout import guided_velocity, randn, sample
 
@@ -118,7 +118,11 @@ class Trainer:
         self.named = self.backend.named_trainable()
         self.params = list(self.named.values())
         self.optimizer = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        self.old = OldPolicy(self.named, cfg.nft_ema_rate, cfg.nft_ema_max) if self.method.needs_old else None
+        self.old = (
+            OldPolicy(self.named, cfg.nft_ema_rate, cfg.nft_ema_max, self.method.old_schedule())
+            if self.method.needs_old
+            else None
+        )
         self.state = {"iteration": 0, "optimizer_steps": 0, "nonfinite_streak": 0, "nonfinite_total": 0}
         if ckpts := self.run_dir.checkpoints():
             self._restore(ckpts[-1])
@@ -237,8 +241,12 @@ class Trainer:
         cond = self.encode(prompts)
         uncond = self.encode([""] * len(prompts)) if (cfg.cfg > 1 or self.method.train_cfg > 1) else None
         t_sample = self._clock()
-        # DiffusionNFT collects data with its old policy v_old; the other methods are on-policy
-        with self.old.swapped_in() if self.old is not None else nullcontext():
+        # DiffusionNFT collects data with its old policy, offline DPO with the frozen reference
+        rollout_model = {
+            "old": self.old.swapped_in if self.old is not None else None,
+            "reference": b.reference,
+        }
+        with (rollout_model.get(self.method.samples_with) or nullcontext)():
             roll = sample(
                 b,
                 cond,
@@ -342,7 +350,13 @@ class Trainer:
 
         def forward() -> torch.Tensor:
             return guided_velocity(
-                self.backend, b["x_t"], b["sigma"], b["cond"], b.get("uncond"), self.method.train_cfg
+                self.backend,
+                b["x_t"],
+                b["sigma"],
+                b["cond"],
+                b.get("uncond"),
+                self.method.train_cfg,
+                detach_uncond=self.method.detach_uncond,
             )
 
         v_old = v_ref = None
@@ -375,7 +389,7 @@ class Trainer:
             stats |= norm_stats(
                 v,
                 v_ref,
-                relative=cfg.normguard_relative,
+                relative=resolve_form(cfg.normguard_form, cfg.normguard_relative)[1],
                 margin=cfg.normguard_margin,
                 reduction=cfg.normguard_reduction,
             )

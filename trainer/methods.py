@@ -9,6 +9,7 @@ policy). The trainer runs each pass at most once per batch.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,14 +64,20 @@ def _pick_steps(n_steps: int, fraction: float, k: int, gen: torch.Generator) -> 
 
 class Method:
     name = ""
-    needs_old = False
+    needs_old = False  # keeps a second copy of the adapter (OldPolicy), passed to loss() as v_old
     sde_eta = 0.0
     units_per_row = 1  # rows of a batch that form one loss unit (dpo: a pair)
+    detach_uncond = False  # with train_cfg > 1: no gradient through the unconditional branch
 
     def __init__(self, cfg: TrainConfig):
         self.cfg = cfg
         self.needs_ref = cfg.kl_weight > 0
         self.train_cfg = 1.0  # NFT, AWM, DPO train the conditional velocity (CFG-free)
+        self.samples_with = "policy"  # whose rollouts: 'policy', 'old' (the OldPolicy) or 'reference'
+
+    def old_schedule(self) -> Callable[[int], float] | None:
+        """The OldPolicy's decay per optimizer step; None = the EMA ramp (nft_ema_rate, nft_ema_max)."""
+        return None
 
     def batches(self, data: RolloutData, gen: torch.Generator) -> list[Batch]:
         """Forward-process tuples (x_t = (1 - sigma) x0 + sigma eps) at K schedule sigmas."""
@@ -105,6 +112,10 @@ class Method:
 class NFT(Method):
     name, needs_old = "nft", True
 
+    def __init__(self, cfg: TrainConfig):
+        super().__init__(cfg)
+        self.samples_with = "old"  # DiffusionNFT collects data with its old policy
+
     def loss(self, b, v, v_ref, v_old):
         r = nft_reward_weight(b["adv"], self.cfg.adv_clip)
         loss = nft_loss(
@@ -122,22 +133,61 @@ class NFT(Method):
 
 
 class AWM(NFT):
-    name, needs_old = "awm", False
+    """On-policy AWM with the AWM code's optional stabilisers: generalised-Huber weighting, advantage
+    scaling, and a KL towards an EMA of the adapter (the OldPolicy, ramped up to awm_ema_max)."""
+
+    name = "awm"
+
+    def __init__(self, cfg: TrainConfig):
+        super().__init__(cfg)
+        self.needs_old = cfg.awm_ema_kl_weight > 0
+        self.samples_with = "policy"
+
+    def old_schedule(self):
+        rate, ceiling = self.cfg.nft_ema_rate, self.cfg.awm_ema_max
+        return lambda step: min(rate * step, ceiling)
 
     def loss(self, b, v, v_ref, v_old):
-        w = b["sigma"] if self.cfg.awm_time_weight == "sigma" else None
-        loss = awm_loss(v, b["u"], b["adv"], time_weight=w, adv_clip=self.cfg.adv_clip)
-        return self._with_kl(loss, v, v_ref)
+        cfg = self.cfg
+        w = b["sigma"] if cfg.awm_time_weight in ("sigma", "ghuber") else None
+        loss = awm_loss(
+            v,
+            b["u"],
+            b["adv"],
+            time_weight=w,
+            adv_clip=cfg.adv_clip,
+            ghuber_power=cfg.awm_ghuber_power if cfg.awm_time_weight == "ghuber" else None,
+            advantage_max=cfg.awm_advantage_max,
+        )
+        loss, stats = self._with_kl(loss, v, v_ref)
+        if cfg.awm_ema_kl_weight > 0:
+            ema_kl = (v.float() - v_old.float()).square().flatten(1).mean(1).mean()
+            loss = loss + cfg.awm_ema_kl_weight * ema_kl
+            stats["ema_kl"] = ema_kl.item()
+        return loss, stats
 
 
 class DPO(Method):
-    """Pairs (best, worst) of each group at the same eps and sigma, laid out [w0, l0, w1, l1, ...]."""
+    """Pairs (best, worst) of each group at the same eps and sigma, laid out [w0, l0, w1, l1, ...].
+
+    Regimes (dpo_regime): 'mixed' -- policy rollouts against the frozen reference; 'offline' --
+    Diffusion-DPO's setting, pairs drawn from the frozen reference (a fixed data distribution);
+    'online' -- policy rollouts, the DPO reference a copy of the policy synced every
+    dpo_ref_sync_every optimizer steps (Flow-Factory's online DPO keeps it frozen: that is 'mixed').
+    NormGuard's v_ref is the frozen reference in every regime.
+    """
 
     name, units_per_row = "dpo", 2
 
     def __init__(self, cfg: TrainConfig):
         super().__init__(cfg)
         self.needs_ref = True
+        self.needs_old = cfg.dpo_regime == "online"
+        self.samples_with = "reference" if cfg.dpo_regime == "offline" else "policy"
+
+    def old_schedule(self):
+        every = self.cfg.dpo_ref_sync_every
+        return lambda step: 0.0 if step % every == 0 else 1.0
 
     def batches(self, data, gen):
         r = data.adv.view(-1, data.group_size)
@@ -161,8 +211,8 @@ class DPO(Method):
         )  # one eps a pair
 
     def loss(self, b, v, v_ref, v_old):
-        u = b["u"]
-        loss = dpo_loss(v[0::2], v_ref[0::2], u[0::2], v[1::2], v_ref[1::2], u[1::2], beta=self.cfg.dpo_beta)
+        u, ref = b["u"], (v_old if self.needs_old else v_ref)
+        loss = dpo_loss(v[0::2], ref[0::2], u[0::2], v[1::2], ref[1::2], u[1::2], beta=self.cfg.dpo_beta)
         return loss, {}
 
 
@@ -175,6 +225,10 @@ class GRPO(Method):
         super().__init__(cfg)
         self.sde_eta = cfg.grpo_eta
         self.train_cfg = cfg.cfg  # the loss is the sampling policy's log-probability: same guidance
+        # flow_grpo's compute_log_prob: both branches carry the gradient in its first release
+        # (May 2025), the unconditional one is detached since July 2025 (scripts/train_sd3.py,
+        # `noise_pred_uncond = noise_pred_uncond.detach()`); ours follows the current one by default.
+        self.detach_uncond = cfg.grpo_detach_uncond
 
     def batches(self, data, gen):
         sigma_max = float(data.sigmas[1])

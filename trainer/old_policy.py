@@ -1,8 +1,9 @@
-"""DiffusionNFT's old policy: a slowly updated EMA copy of the adapter, swapped in for v_old."""
+"""A second copy of the adapter, swapped in for no-grad passes: DiffusionNFT's old policy (a slowly
+updated EMA), AWM's EMA-KL target, online DPO's periodically synced reference."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import torch
@@ -10,12 +11,21 @@ from torch import nn
 
 
 class OldPolicy:
-    def __init__(self, named: dict[str, nn.Parameter], rate: float, ceiling: float):
-        self.named, self.rate, self.ceiling = named, rate, ceiling
+    def __init__(
+        self,
+        named: dict[str, nn.Parameter],
+        rate: float,
+        ceiling: float,
+        schedule: Callable[[int], float] | None = None,
+    ):
+        self.named, self.rate, self.ceiling, self.schedule = named, rate, ceiling, schedule
         self.shadow = {k: p.detach().clone() for k, p in named.items()}
 
     def decay(self, step: int) -> float:
-        """Ramps from 0 (old = current) by `rate` per optimizer step up to `ceiling`."""
+        """Ramps from 0 (old = current) by `rate` per optimizer step up to `ceiling`, unless a
+        schedule (optimizer step -> decay; 1 keeps the copy, 0 syncs it) was given."""
+        if self.schedule is not None:
+            return self.schedule(step)
         return min(self.rate * step, self.ceiling)
 
     @torch.no_grad()

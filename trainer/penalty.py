@@ -13,7 +13,13 @@ from typing import Literal
 import torch
 
 Reduction = Literal["sample", "token"]
-Form = Literal["linear", "squared"]
+Form = Literal["linear", "squared", "paper"]
+
+
+def resolve_form(form: str, relative: bool) -> tuple[str, bool]:
+    """(hinge, relative) for a form name: "paper" is exactly the abstract's penalty, the linear hinge
+    on the absolute difference relu(||v_theta|| - ||v_ref||), whatever `relative` says."""
+    return ("linear", False) if form == "paper" else (form, relative)
 
 
 def velocity_norms(v: torch.Tensor, reduction: Reduction = "sample") -> torch.Tensor:
@@ -58,7 +64,8 @@ def normguard_penalty(
 ) -> torch.Tensor:
     """weight * mean over samples of h(||v_theta||, ||v_ref||), a float32 scalar.
 
-    form: "linear" relu(excess) or "squared" relu(excess)^2; relative: excess measured as
+    form: "linear" relu(excess), "squared" relu(excess)^2, or "paper" (the abstract's
+    relu(||v_theta|| - ||v_ref||): linear, absolute, no margin); relative: excess measured as
     ||v_theta|| / ||v_ref|| - 1 (scale-free across resolutions) instead of the difference;
     margin: tolerance before the hinge activates; reduction: see velocity_norms. v_ref is
     detached: the reference is frozen. With weight 0 this returns an exact zero that depends on
@@ -72,8 +79,11 @@ def normguard_penalty(
         raise ValueError(f"v_theta {tuple(v_theta.shape)} and v_ref {tuple(v_ref.shape)} differ in shape")
     if margin < 0:
         raise ValueError(f"margin must be >= 0, got {margin}")
-    if form not in ("linear", "squared"):
-        raise ValueError(f"unknown penalty form {form!r}; use 'linear' or 'squared'")
+    if form not in ("linear", "squared", "paper"):
+        raise ValueError(f"unknown penalty form {form!r}; use 'linear', 'squared' or 'paper'")
+    if form == "paper" and margin > 0:
+        raise ValueError("the 'paper' penalty form has no margin; set margin to 0 or use form 'linear'")
+    form, relative = resolve_form(form, relative)
     n_theta = velocity_norms(v_theta, reduction)
     n_ref = velocity_norms(v_ref.detach(), reduction)
     h = torch.relu(hinge_excess(n_theta, n_ref, relative=relative, margin=margin))

@@ -48,13 +48,27 @@ def rescale_to_norm(v: torch.Tensor, v_ref: torch.Tensor) -> torch.Tensor:
 
 
 def guided_velocity(
-    backend: FlowBackend, x: torch.Tensor, sigma: torch.Tensor, cond: Cond, uncond: Cond | None, cfg: float
+    backend: FlowBackend,
+    x: torch.Tensor,
+    sigma: torch.Tensor,
+    cond: Cond,
+    uncond: Cond | None,
+    cfg: float,
+    *,
+    detach_uncond: bool = False,
 ) -> torch.Tensor:
-    """v_uncond + cfg (v_cond - v_uncond), with both branches in one batched call; cfg = 1 is v_cond."""
+    """v_uncond + cfg (v_cond - v_uncond), with both branches in one batched call; cfg = 1 is v_cond.
+
+    x is cast to the backend's dtype (GRPO keeps its states in float32). detach_uncond stops the
+    gradient through the unconditional branch, as flow_grpo's compute_log_prob does.
+    """
+    x = x.to(backend.dtype)
     if cfg == 1.0 or uncond is None:
         return backend.velocity(x, sigma, cond)
     v = backend.velocity(torch.cat([x, x]), torch.cat([sigma, sigma]), cond_cat([cond, uncond]))
     v_c, v_u = v.chunk(2)
+    if detach_uncond:
+        v_u = v_u.detach()
     return v_u + cfg * (v_c - v_u)
 
 
@@ -77,7 +91,10 @@ def sample(
     """Integrate from noise (sigma = sigmas[0]) to sigmas[-1] with the policy.
 
     sde_eta > 0 uses the Flow-GRPO SDE (needs one generator per sample for its step noise) and
-    records log-probabilities and the trajectory; 0 is the deterministic Euler ODE.
+    records log-probabilities and the trajectory; 0 is the deterministic Euler ODE. The SDE's
+    states stay in float32 -- the exact states its log-probabilities were computed on, as flow_grpo
+    keeps them -- and are cast to the model's dtype only as its input: a bf16 copy would move each
+    recorded log-probability by about as much as GRPO's 1e-4 clip range.
     record_norms also evaluates the reference (same x, same guidance) at every step: about twice
     the cost, so the trainer does it only on its periodic evaluation set.
     rescale_to_reference sets ||v|| to ||v_ref|| at every step before it is used (it also needs
@@ -86,7 +103,7 @@ def sample(
     if sde_eta > 0 and (generators is None or len(generators) != noise.shape[0]):
         raise ValueError("the SDE sampler needs one torch.Generator per sample")
     b, steps = noise.shape[0], len(sigmas) - 1
-    x = noise.to(backend.device, backend.dtype)
+    x = noise.to(backend.device, torch.float32 if sde_eta > 0 else backend.dtype)
     states = [x] if (record_trajectory or sde_eta > 0) else None
     log_probs, v_norms, ref_norms = [], [], []
     sigma_max = float(sigmas[1]) if len(sigmas) > 1 else 1.0
@@ -109,7 +126,7 @@ def sample(
                 mean, std = sde_step_mean(x, v, s, s_next, eta=sde_eta, sigma_max=sigma_max)
                 x_next = mean + std.view(-1, *([1] * (x.ndim - 1))) * randn(x.shape[1:], generators, x.device)
                 log_probs.append(gaussian_log_prob(x_next, mean, std))
-                x = x_next.to(backend.dtype)
+                x = x_next
             else:
                 x = x + (s_next - s).to(x.dtype).view(-1, *([1] * (x.ndim - 1))) * v.to(x.dtype)
             if states is not None:
