@@ -1081,8 +1081,7 @@ def main(argv: list[str] | None = None) -> int:
     runner.run(arm_tasks(bench, args.methods, args.rewards, seeds, guards, extras=True))
     runner.run(early_tasks(bench, load_results(results), args.methods, args.rewards, seeds, guards))
     meta = {
-        "bench": asdict(bench)
-        | {"results": str(RESULTS.relative_to(ROOT)) if results == RESULTS else str(results)},
+        "bench": {k: v for k, v in asdict(bench).items() if k not in ("out", "results")},
         "machine": machine(),
         "jobs": args.jobs,
         "wall": time.perf_counter() - t0,
