@@ -119,7 +119,15 @@ class ComfyProgress(Callback):
         self.total = max(1, (self.iterations - self.start) * (self.steps + 1))
         self.pbar = comfy.utils.ProgressBar(self.total, node_id=self.node)
         self.pbar.update_absolute(0, self.total)
-        self.event("start", iterations=self.iterations, start_iteration=self.start, method=info.get("method"))
+        self.event(
+            "start",
+            iterations=self.iterations,
+            start_iteration=self.start,
+            method=info.get("method"),
+            warnings=info.get("warnings", []),
+        )
+        if info.get("warnings"):
+            show_text(self.node, "\n".join(info["warnings"]))
         self._interrupt()
 
     def on_sample_step(self, step: int, total: int) -> None:

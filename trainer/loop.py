@@ -29,7 +29,7 @@ from .checkpoint import RunDir
 from .config import TrainConfig
 from .evaluation import DriftMonitor, Evaluation, Evaluator, load_monitors, quality_key, save_png
 from .lora import build_metadata, save_lora
-from .methods import Method, RolloutData, batch_size, make_method, select
+from .methods import Method, RolloutData, batch_size, make_method, select, step_distillation_warning
 from .old_policy import OldPolicy
 from .penalty import norm_stats, normguard_penalty, resolve_form
 from .rewards import RewardSet, build_rewards
@@ -114,6 +114,9 @@ class Trainer:
             cfg.rewards, cfg.reward_device or self.device, cfg.reward_normalize_each
         )
         self.method: Method = make_method(cfg)
+        self.warnings = [w for w in [step_distillation_warning(cfg, self.backend.step_distilled())] if w]
+        for w in self.warnings:
+            log.warning(w)
         self.needs_ref = self.method.needs_ref or cfg.normguard_weight > 0
         self.named = self.backend.named_trainable()
         self.params = list(self.named.values())
@@ -172,6 +175,7 @@ class Trainer:
                 "start_iteration": state["iteration"],
                 "run_dir": str(self.run_dir.root),
                 "method": cfg.method,
+                "warnings": self.warnings,
             },
         )
         consistent = True  # the weights match state["iteration"] (false only while an update is applied)

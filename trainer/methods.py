@@ -267,5 +267,23 @@ class GRPO(Method):
         )
 
 
+def step_distillation_warning(cfg: TrainConfig, distilled: bool) -> str | None:
+    """A warning when NFT or GRPO is asked to train a step-distilled model (or samples in <= 4 steps,
+    as such a model does); None otherwise."""
+    if cfg.method not in ("nft", "grpo"):
+        return None
+    if distilled:
+        why = "this model is step-distilled (FLUX.1-schnell)"
+    elif cfg.sample_steps <= 4:
+        why = f"rollouts use {cfg.sample_steps} sampler steps, as a step-distilled model's do"
+    else:
+        return None
+    return (
+        f"{cfg.method.upper()} on a step-distilled model: {why}. DiffusionNFT's issue tracker reports that "
+        "NFT does not support step-distilled models, and Flow-GRPO's SDE assumes a many-step schedule; "
+        "the reward may not improve. AWM or DPO, or the undistilled base model, avoid this."
+    )
+
+
 def make_method(cfg: TrainConfig) -> Method:
     return {"nft": NFT, "awm": AWM, "dpo": DPO, "grpo": GRPO}[cfg.method](cfg)

@@ -132,3 +132,7 @@ class FlowBackend(ABC):
     def lora_metadata(self) -> dict[str, str]:
         """Facts about the base model for the LoRA file's metadata (modelspec.*)."""
         return {}
+
+    def step_distilled(self) -> bool:
+        """Whether the model is distilled to sample in a few steps (FLUX.1-schnell)."""
+        return False

@@ -594,6 +594,9 @@ class ComfyBackend(FlowBackend):
         self.patcher.eject_model()
         self.patcher.remove_injections("normguard_lora")
 
+    def step_distilled(self) -> bool:
+        return architecture(self.patcher) == "flux-1-schnell"
+
     def lora_metadata(self) -> dict[str, str]:
         return {
             "modelspec.architecture": f"{architecture(self.patcher)}/lora",

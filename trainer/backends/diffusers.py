@@ -472,6 +472,9 @@ class DiffusersBackend(PeftLoraBackend):
     def _forward(self, module: nn.Module, x: torch.Tensor, sigma: torch.Tensor, cond: Cond) -> torch.Tensor:
         return self.family.predict(module, x.to(self.dtype), sigma, cond, self.guidance)
 
+    def step_distilled(self) -> bool:
+        return self.family.architecture() == "flux-1-schnell"
+
     def lora_metadata(self) -> dict[str, str]:
         side = self.family.native_resolution
         meta = {
