@@ -415,10 +415,12 @@ def load_results(folder: str | Path) -> dict[str, dict]:
 def arm_tasks(
     bench: Bench, methods: list[str], rewards: list[str], seeds: list[int], guards: list[Guard], extras: bool
 ) -> dict[str, tuple]:
+    """In the order they run: by reward, method (as given: first = most wanted) and seed, every arm of a
+    seed together, so a run stopped part way leaves whole comparisons."""
     return {
         run_key(bench, m, r, s, g): (train_job, bench, m, r, s, g, extras)
-        for m in methods
         for r in rewards
+        for m in methods
         for s in seeds
         for g in guards
     }
@@ -893,7 +895,8 @@ def sweep_section(res, bench, meta) -> list[str]:
 
 
 def render(res: dict[str, dict], bench: Bench, meta: dict[str, Any]) -> str:
-    methods, rewards, seeds = meta["methods"], meta["rewards"], meta["seeds"]
+    methods = [m for m in METHODS if m in meta["methods"]]
+    rewards, seeds = meta["rewards"], meta["seeds"]
     guards = [Guard.from_name(n) for n in meta["guards"]]
     trained = [r for k, r in res.items() if "train_cpu" in r]
     cpu = sum(r["train_cpu"] + r["eval_cpu"] for r in trained)
@@ -1077,8 +1080,7 @@ def main(argv: list[str] | None = None) -> int:
         guards.append(choose_default(scores)[1])
     else:
         guards.append(Guard(PAPER_WEIGHTS[1], "paper"))
-    runner.run(arm_tasks(bench, args.methods, args.rewards, seeds, [OFF], extras=True))
-    runner.run(arm_tasks(bench, args.methods, args.rewards, seeds, guards, extras=True))
+    runner.run(arm_tasks(bench, args.methods, args.rewards, seeds, [OFF, *guards], extras=True))
     runner.run(early_tasks(bench, load_results(results), args.methods, args.rewards, seeds, guards))
     meta = {
         "bench": {k: v for k, v in asdict(bench).items() if k not in ("out", "results")},
