@@ -27,12 +27,13 @@ from ..trainer.backends.comfy import (
 )
 from ..trainer.callbacks import Callback
 from ..trainer.checkpoint import CONFIG_FILE, config_differences
-from ..trainer.config import METHODS, TrainConfig, read_prompt_lines
+from ..trainer.config import TrainConfig, canonical_keys, read_prompt_lines
 from ..trainer.loop import Trainer
 from ..trainer.rewards import build_rewards
 from .lora import apply_lora_file, publish_lora
 from .messages import send_event, show_text
 from .types import OptionsType, RewardType
+from .widgets import NODE_DEFAULTS, config_input
 
 EVENT = "normguard.train"
 RUNS_SUBDIR = "normguard"
@@ -40,15 +41,12 @@ EXPORT_RECORD = "comfyui_export.json"
 # TrainConfig keys the trainer node sets itself (options cannot override them)
 NODE_KEYS = {
     "model", "device", "precision", "out", "prompts", "prompts_file", "rewards", "lora_name", "method",
-    "normguard_weight", "iterations", "group_size", "sample_steps", "cfg", "width", "height", "lora_rank",
+    "normguard_weight", "iterations", "group_size", "sample_steps", "cfg_scale", "width", "height", "lora_rank",
     "lr", "seed",
 }  # fmt: skip
 BACKEND_KEYS = ("lora_format",)  # options for the ComfyUI backend, not TrainConfig keys
 # keys naming files: from a workflow only through inputs that list ComfyUI's folders
 FILE_KEYS = {"prompts_file", "eval_prompts_file", "init_lora", "monitor_rewards"}
-DEFAULTS = {
-    f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING
-}
 OPTION_KEYS = {f.name for f in dataclasses.fields(TrainConfig)} - NODE_KEYS
 
 
@@ -188,7 +186,8 @@ def build_config(options: dict[str, Any] | None, **node: Any) -> TrainConfig:
     clash = sorted(set(options) & NODE_KEYS)
     if clash:
         raise ValueError(f"NormGuardTrainOptions cannot set {clash}: they are inputs of the trainer node")
-    settings = {"gradient_checkpointing": True, "tensorboard": False, **options, **node}
+    settings = {"gradient_checkpointing": NODE_DEFAULTS["gradient_checkpointing"], "tensorboard": False}
+    settings |= options | node
     try:
         cfg = TrainConfig.from_dict(settings)
         cfg.validate()
@@ -217,35 +216,26 @@ class NormGuardTrainLoRA(io.ComfyNode):
                 io.String.Input(
                     "prompts", multiline=True, default="", tooltip="One training prompt per line."
                 ),
-                io.Combo.Input("method", options=list(METHODS), default="nft"),
-                io.Float.Input(
+                config_input("method"),
+                config_input(
                     "normguard_weight",
-                    default=DEFAULTS["normguard_weight"],
-                    min=0.0,
-                    max=1000.0,
-                    step=0.01,
                     tooltip="Penalty weight (0 = off); the hinge form and margin are in the options node.",
                 ),
-                io.Int.Input("iterations", default=100, min=1, max=100000),
-                io.Int.Input(
-                    "group_size", default=8, min=2, max=256, tooltip="Samples per prompt per iteration."
-                ),
-                io.Int.Input("sample_steps", default=10, min=1, max=200),
-                io.Float.Input("cfg", default=1.0, min=1.0, max=30.0, step=0.1),
-                io.Int.Input("width", default=512, min=16, max=4096, step=16),
-                io.Int.Input("height", default=512, min=16, max=4096, step=16),
-                io.Int.Input("lora_rank", default=16, min=1, max=512),
-                io.Float.Input("learning_rate", default=1e-4, min=1e-7, max=1.0, step=1e-7),
-                io.Int.Input(
+                config_input("iterations"),
+                config_input("group_size", tooltip="Samples per prompt per iteration."),
+                config_input("sample_steps"),
+                config_input("cfg_scale", "cfg"),  # input name kept: saved workflows name it
+                config_input("width"),
+                config_input("height"),
+                config_input("lora_rank"),
+                config_input("lr", "learning_rate"),
+                config_input(
                     "seed",
-                    default=0,
-                    min=0,
-                    max=2**31 - 1,
                     # not the frontend's "randomize" default for seeds: a new seed is a new run, so
                     # queueing the graph again would start over instead of resuming
                     control_after_generate=io.ControlAfterGenerate.fixed,
                 ),
-                io.String.Input("lora_name", default="normguard_lora"),
+                config_input("lora_name"),
                 OptionsType.Input("options", optional=True, tooltip="From a NormGuard Train Options node."),
             ],
             outputs=[
@@ -275,7 +265,7 @@ class NormGuardTrainLoRA(io.ComfyNode):
         name = clean_lora_name(lora_name)
         device = mm.get_torch_device()
         options = dict(options or {})
-        lora_format = options.pop("lora_format", "comfyui")
+        lora_format = options.pop("lora_format", LORA_FORMATS[0])
         if options.get("init_lora"):
             options["init_lora"] = folder_paths.get_full_path_or_raise("loras", options["init_lora"])
         config = build_config(
@@ -289,7 +279,7 @@ class NormGuardTrainLoRA(io.ComfyNode):
             iterations=iterations,
             group_size=group_size,
             sample_steps=sample_steps,
-            cfg=cfg,
+            cfg_scale=cfg,
             width=width,
             height=height,
             lora_rank=lora_rank,
@@ -365,33 +355,22 @@ class NormGuardTrainOptions(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         import folder_paths
 
-        d = DEFAULTS
         return io.Schema(
             node_id="NormGuardTrainOptions",
             display_name="NormGuard Train Options",
             category="NormGuard",
             description="Advanced training settings for NormGuard Train LoRA (TrainConfig keys).",
             inputs=[
-                io.Int.Input("groups_per_iteration", default=d["groups_per_iteration"], min=1, max=1024),
-                io.Int.Input("train_timesteps", default=d["train_timesteps"], min=1, max=200),
-                io.Float.Input(
-                    "timestep_fraction", default=d["timestep_fraction"], min=0.01, max=1.0, step=0.01
-                ),
-                io.Int.Input("micro_batch_size", default=d["micro_batch_size"], min=1, max=1024),
-                io.Combo.Input(
-                    "normguard_form", options=["linear", "squared", "paper"], default=d["normguard_form"]
-                ),
-                io.Boolean.Input("normguard_relative", default=d["normguard_relative"]),
-                io.Float.Input(
-                    "normguard_margin", default=d["normguard_margin"], min=0.0, max=10.0, step=0.001
-                ),
-                io.Combo.Input(
-                    "normguard_reduction", options=["sample", "token"], default=d["normguard_reduction"]
-                ),
-                io.Float.Input("kl_weight", default=d["kl_weight"], min=0.0, max=1000.0, step=0.001),
-                io.Float.Input(
-                    "lora_alpha", default=0.0, min=0.0, max=4096.0, step=0.5, tooltip="0 = the rank."
-                ),
+                config_input("groups_per_iteration"),
+                config_input("train_timesteps"),
+                config_input("timestep_fraction"),
+                config_input("micro_batch_size"),
+                config_input("normguard_form"),
+                config_input("normguard_relative"),
+                config_input("normguard_margin"),
+                config_input("normguard_reduction"),
+                config_input("kl_weight"),
+                config_input("lora_alpha", tooltip="0 = the rank."),
                 io.String.Input(
                     "lora_targets", default="", tooltip="Comma-separated layer names; empty = attention."
                 ),
@@ -404,33 +383,18 @@ class NormGuardTrainOptions(io.ComfyNode):
                 io.Combo.Input(
                     "lora_format",
                     options=list(LORA_FORMATS),
-                    default="comfyui",
+                    default=LORA_FORMATS[0],
                     tooltip="Keys of the saved file: ComfyUI's (any model) or diffusers' (SD3/SD3.5, FLUX.1).",
                 ),
-                io.Float.Input(
-                    "guidance",
-                    default=0.0,
-                    min=0.0,
-                    max=100.0,
-                    step=0.1,
-                    tooltip="FLUX.1-dev guidance; 0 = default.",
-                ),
-                io.Boolean.Input("gradient_checkpointing", default=True),
-                io.Int.Input("checkpoint_every", default=d["checkpoint_every"], min=1, max=100000),
-                io.Int.Input(
-                    "eval_every",
-                    default=d["eval_every"],
-                    min=0,
-                    max=100000,
-                    tooltip="Held-out evaluation; 0 = never.",
-                ),
-                io.Int.Input("eval_samples", default=d["eval_samples"], min=1, max=256),
-                io.Int.Input(
-                    "eval_few_steps", default=d["eval_few_steps"], min=0, max=200, tooltip="0 = skip."
-                ),
-                io.Float.Input("warn_rho", default=d["warn_rho"], min=1.0, max=10.0, step=0.01),
-                io.Boolean.Input("stop_on_warning", default=d["stop_on_warning"]),
-                io.Boolean.Input("reward_normalize_each", default=d["reward_normalize_each"]),
+                config_input("guidance", tooltip="FLUX.1-dev guidance; 0 = default."),
+                config_input("gradient_checkpointing"),
+                config_input("checkpoint_every"),
+                config_input("eval_every", tooltip="Held-out evaluation; 0 = never."),
+                config_input("eval_samples"),
+                config_input("eval_few_steps", tooltip="0 = skip."),
+                config_input("warn_rho"),
+                config_input("stop_on_warning"),
+                config_input("reward_normalize_each"),
                 RewardType.Input(
                     "monitor", optional=True, tooltip="Rewards scored at evaluations, never trained on."
                 ),
@@ -468,6 +432,7 @@ class NormGuardTrainOptions(io.ComfyNode):
                 raise ValueError(f"NormGuardTrainOptions: extra is not valid YAML: {e}") from e
             if not isinstance(parsed, dict):
                 raise ValueError("NormGuardTrainOptions: extra must be a YAML mapping of TrainConfig keys")
+            parsed = canonical_keys(parsed)
             files = sorted(set(parsed) & FILE_KEYS)
             if files:
                 raise ValueError(

@@ -98,8 +98,12 @@ def test_print_config_shows_the_resolved_values(config_file):
     "args,message",
     [
         (["--reward", "nope"], "unknown reward 'nope'"),
-        (["--group-size", "1"], "group_size must be >= 2"),
-        (["--method", "ppo"], "method must be one of"),
+        (["--group-size", "1"], "group_size must be an integer from 2 to 256, got 1"),
+        (["--method", "ppo"], "argument --method: invalid choice: 'ppo'"),
+        (["--grad-clip", "nan"], "grad_clip must be a finite number > 0"),
+        (["--steps", "0"], "iterations must be an integer from 1"),
+        (["--keep-checkpoints", "0"], "keep_checkpoints must be an integer from 1"),
+        (["--groups-per-iteration", "1000000"], "groups_per_iteration must be an integer from 1 to 1024"),
         (["--reward-path", "pickscore", "C:/weights,x"], "--reward-path pickscore: no reward named"),
         (["--reward", "jpeg_compressibility=heavy"], "weight after '=' must be a number"),
         (["--prompts", "/no/such/prompts.txt"], "prompts_file /no/such/prompts.txt does not exist"),
@@ -110,6 +114,17 @@ def test_bad_input_exits_with_a_clear_message(config_file, tmp_path, args, messa
     assert r.returncode == 2
     assert message in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_old_key_cfg_loads_from_yaml_and_as_a_flag(config_file, tmp_path):
+    old = tmp_path / "old.yaml"
+    old.write_text(config_file.read_text() + "cfg: 2.5\n")
+    r = run_cli("train", "--config", old, "--print-config")
+    assert r.returncode == 0, r.stderr
+    assert yaml.safe_load(r.stdout)["cfg_scale"] == 2.5
+    r = run_cli("train", "--config", config_file, "--cfg", "3", "--print-config")
+    assert r.returncode == 0, r.stderr
+    assert yaml.safe_load(r.stdout)["cfg_scale"] == 3.0
 
 
 def test_missing_config_file(tmp_path):

@@ -16,7 +16,7 @@ import torch
 import yaml
 from safetensors.torch import load_file, save_file
 
-from .config import RESUMABLE_CHANGES, TrainConfig
+from .config import RESUMABLE_CHANGES, TrainConfig, canonical_keys
 
 CONFIG_FILE = "config.yaml"
 CKPT_DIR = "checkpoints"
@@ -27,6 +27,8 @@ class RunDirError(ValueError):
 
 
 def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """The keys (besides RESUMABLE_CHANGES) whose values differ; a saved file may use old key names."""
+    saved, current = canonical_keys(saved), canonical_keys(current)
     keys = sorted((set(saved) | set(current)) - RESUMABLE_CHANGES)
     return [
         f"{k}: saved {saved.get(k)!r}, now {current.get(k)!r}" for k in keys if saved.get(k) != current.get(k)

@@ -10,45 +10,38 @@ from __future__ import annotations
 
 import argparse
 import sys
-import types
-import typing
 from dataclasses import fields
 from typing import Any
 
-from .config import TrainConfig
+from .config import KEY_ALIASES, METHODS, TrainConfig
+from .settings import describe, key_types, spec
 
-# flags that are not spelled like their config key
+# flags that are not spelled like their config key (old key names stay accepted as flags too)
 ALIASES = {"iterations": ["--steps"], "prompts_file": ["--prompts"], "eval_prompts_file": ["--eval-prompts"]}
+for _old, _new in KEY_ALIASES.items():
+    ALIASES.setdefault(_new, []).append(f"--{_old.replace('_', '-')}")
 SKIP = {"prompts", "rewards", "eval_prompts", "monitor_rewards"}  # list-valued keys with their own flags
 
 
-def _base_type(tp: Any) -> tuple[Any, bool]:
-    """(element type, is_list) of an annotation such as `float | None` or `list[str] | None`."""
-    args = [a for a in typing.get_args(tp) if a is not type(None)]
-    if typing.get_origin(tp) in (typing.Union, types.UnionType) and args:
-        return _base_type(args[0])
-    if typing.get_origin(tp) is list:
-        return typing.get_args(tp)[0], True
-    return tp, False
-
-
 def add_config_flags(parser: argparse.ArgumentParser) -> None:
-    hints = typing.get_type_hints(TrainConfig)
+    """One flag per TrainConfig key, with the help, choices and range its declaration gives."""
     group = parser.add_argument_group("config keys (override the --config file)")
-    for f in fields(TrainConfig):
-        if f.name in SKIP:
+    for name, kind in key_types(TrainConfig).items():
+        if name in SKIP:
             continue
-        tp, is_list = _base_type(hints[f.name])
-        names = [f"--{f.name.replace('_', '-')}", *ALIASES.get(f.name, [])]
-        kw: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": f.metadata.get("help")}
-        if tp is bool:
+        s = spec(TrainConfig, name)
+        names = [f"--{name.replace('_', '-')}", *ALIASES.get(name, [])]
+        text = s.help if kind.base not in (int, float) else f"{s.help} ({describe(TrainConfig, name)})"
+        kw: dict[str, Any] = {"dest": name, "default": argparse.SUPPRESS, "help": text}
+        if kind.base is bool:
             group.add_argument(*names, action=argparse.BooleanOptionalAction, **kw)
-        elif is_list:
-            group.add_argument(*names, nargs="+", type=tp, metavar=f.name.upper(), **kw)
+        elif kind.is_list:
+            group.add_argument(*names, nargs="+", type=kind.base, metavar=name.upper(), **kw)
         else:
-            group.add_argument(
-                *names, type=tp, metavar={int: "N", float: "X"}.get(tp, f.name.split("_")[-1].upper()), **kw
+            metavar = (
+                None if s.choices else {int: "N", float: "X"}.get(kind.base, name.split("_")[-1].upper())
             )
+            group.add_argument(*names, type=kind.base, choices=s.choices, metavar=metavar, **kw)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -105,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", default="runs/demo", help="folder for both runs, their LoRAs and report.md")
     d.add_argument("--iterations", type=int, default=dflt.iterations, help="RL iterations per run")
     d.add_argument("--reward", default=dflt.reward, help="reward id to train on (e.g. contrast, centring)")
-    d.add_argument("--method", choices=["nft", "awm", "dpo", "grpo"], default=dflt.method, help="RL method")
+    d.add_argument("--method", choices=METHODS, default=dflt.method, help="RL method")
     d.add_argument("--seed", type=int, default=dflt.seed, help="seed of both runs")
     d.add_argument(
         "--samples", type=int, default=dflt.final_samples, help="images per model in the final comparison"

@@ -1,15 +1,30 @@
-"""One dataclass for a training run; the YAML file and the CLI flags both map onto it."""
+"""One dataclass for a training run; the YAML file, the CLI flags and the ComfyUI widgets map onto it.
+
+How to declare a key: add one field to TrainConfig with `setting()` (settings.py), e.g.
+
+    my_ratio: float = setting(0.5, "what it does, in one line", min=0.0, max=1.0, step=0.01)
+
+The annotation is the type `validate()` checks (a float also refuses NaN and inf; `X | None` allows
+None; `list[str]` a list of strings). Give every number a range: `min`/`max` (inclusive) or `above`
+(exclusive lower bound); give a string with a fixed set of values its `choices`. `step` only sets a
+node widget's granularity. From that one declaration `normguard train` grows `--my-ratio` with this
+help and choices, and `nodes.widgets.config_input("my_ratio")` builds a ComfyUI widget with this
+default, bounds and step. Rules that tie keys together go in `_cross_checks`; a key that may change
+on resume goes in RESUMABLE_CHANGES; a renamed key keeps its old name in KEY_ALIASES so saved
+configs and commands still load.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from .rewards import REGISTRY, RewardSpec
+from .settings import check_value, coerce_numbers, is_finite_number, setting
 
 METHODS = ("nft", "awm", "dpo", "grpo")
 
@@ -26,167 +41,215 @@ RESUMABLE_CHANGES = {
     "stop_on_warning",
     "tensorboard",
 }
-
-
-def _help(text: str, **kw: Any) -> Any:
-    return field(metadata={"help": text}, **kw)
+# old name -> current name; YAML files, run folders' config.yaml and CLI flags may use either
+KEY_ALIASES = {"cfg": "cfg_scale"}
 
 
 @dataclass
 class TrainConfig:
     # --- model --------------------------------------------------------------------------------
-    model: str = _help(
+    model: str = setting(
+        "builtin",
         "'builtin' (the shipped TinyFlow model), or a diffusers SD3/FLUX.1 folder or cached repo id",
-        default="builtin",
     )
-    device: str = _help("'auto' (CUDA if present), 'cpu', 'cuda', 'cuda:1'...", default="auto")
-    precision: str = _help("'auto' (bf16 on CUDA, fp32 on CPU), 'fp32', 'bf16' or 'fp16'", default="auto")
-    gradient_checkpointing: bool = _help(
-        "recompute activations in backward: less memory, ~1.3x slower", default=False
+    device: str = setting("auto", "'auto' (CUDA if present), 'cpu', 'cuda', 'cuda:1'...")
+    precision: str = setting(
+        "auto",
+        "'auto' (bf16 on CUDA, fp32 on CPU), 'fp32', 'bf16' or 'fp16'",
+        choices=("auto", "fp32", "bf16", "fp16"),
     )
-    fp8_base: bool = _help(
-        "store the frozen base weights in float8 (about half the memory; ~1.1x slower)", default=False
+    gradient_checkpointing: bool = setting(
+        False, "recompute activations in backward: less memory, ~1.3x slower"
     )
-    offload_text_encoders: bool = _help(
-        "move text encoders to the CPU once the prompts are encoded", default=True
+    fp8_base: bool = setting(
+        False, "store the frozen base weights in float8 (about half the memory; ~1.1x slower)"
     )
-    decode_batch_size: int = _help("images the VAE decodes at once (lower saves memory)", default=8)
-    guidance: float | None = _help(
-        "distilled guidance for guidance-distilled models (FLUX.1-dev)", default=None
+    offload_text_encoders: bool = setting(True, "move text encoders to the CPU once the prompts are encoded")
+    decode_batch_size: int = setting(
+        8, "images the VAE decodes at once (lower saves memory)", min=1, max=1024
     )
-    lora_rank: int = _help("LoRA rank", default=16)
-    lora_alpha: float | None = _help("LoRA alpha (default: equal to the rank, i.e. scale 1)", default=None)
-    lora_targets: list[str] | None = _help(
-        "module names the LoRA adapts (default: attention projections)", default=None
+    guidance: float | None = setting(
+        None, "distilled guidance for guidance-distilled models (FLUX.1-dev)", min=0.0, max=100.0, step=0.1
     )
-    init_lora: str | None = _help(
-        "start from this LoRA file (exported by normguard, same rank/targets)", default=None
+    lora_rank: int = setting(16, "LoRA rank", min=1, max=512)
+    lora_alpha: float | None = setting(
+        None, "LoRA alpha (default: equal to the rank, i.e. scale 1)", above=0.0, max=4096.0, step=0.5
     )
-    lora_dtype: str = _help("precision of the saved LoRA file: fp32, bf16 or fp16", default="fp32")
-    lora_name: str = _help("file name (without .safetensors) of the exported LoRA", default="normguard_lora")
+    lora_targets: list[str] | None = setting(
+        None, "module names the LoRA adapts (default: attention projections)"
+    )
+    init_lora: str | None = setting(
+        None, "start from this LoRA file (exported by normguard, same rank/targets)"
+    )
+    lora_dtype: str = setting(
+        "fp32", "precision of the saved LoRA file: fp32, bf16 or fp16", choices=("fp32", "bf16", "fp16")
+    )
+    lora_name: str = setting("normguard_lora", "file name (without .safetensors) of the exported LoRA")
     # --- data and rewards ---------------------------------------------------------------------
-    prompts: list[str] = _help("training prompts", default_factory=list)
-    prompts_file: str | None = _help(
-        "UTF-8 file, one prompt per line (blank lines and # comments ignored)", default=None
+    prompts: list[str] = setting([], "training prompts")
+    prompts_file: str | None = setting(
+        None, "UTF-8 file, one prompt per line (blank lines and # comments ignored)"
     )
-    rewards: list[RewardSpec] = _help("rewards with weights", default_factory=list)
-    reward_normalize_each: bool = _help(
-        "turn each reward into advantages before the weighted sum", default=False
+    rewards: list[RewardSpec] = setting([], "rewards with weights")
+    reward_normalize_each: bool = setting(False, "turn each reward into advantages before the weighted sum")
+    reward_device: str | None = setting(None, "device for reward models (default: the training device)")
+    height: int | None = setting(
+        None, "image height (default: the model's native size)", min=16, max=4096, step=16
     )
-    reward_device: str | None = _help("device for reward models (default: the training device)", default=None)
-    height: int | None = _help("image height (default: the model's native size)", default=None)
-    width: int | None = _help("image width (default: the model's native size)", default=None)
+    width: int | None = setting(
+        None, "image width (default: the model's native size)", min=16, max=4096, step=16
+    )
     # --- RL -----------------------------------------------------------------------------------
-    method: str = _help("base RL method: nft, awm, dpo or grpo", default="nft")
-    iterations: int = _help("RL iterations (rollouts -> rewards -> one optimizer step)", default=100)
-    groups_per_iteration: int = _help("prompts per iteration, over all processes", default=2)
-    group_size: int = _help("samples per prompt (group-relative advantages need >= 2)", default=8)
-    sample_steps: int = _help("sampler steps per rollout", default=10)
-    cfg: float = _help("classifier-free guidance scale of rollouts (1 = off)", default=1.0)
-    train_timesteps: int = _help("timesteps (or SDE steps for grpo) trained per sample", default=4)
-    timestep_fraction: float = _help(
-        "train on timesteps from this first (noisiest) fraction of the schedule", default=0.8
+    method: str = setting("nft", "base RL method: nft, awm, dpo or grpo", choices=METHODS)
+    iterations: int = setting(
+        100, "RL iterations (rollouts -> rewards -> one optimizer step)", min=1, max=100000
     )
-    micro_batch_size: int = _help("samples per forward/backward pass", default=8)
-    lr: float = _help("AdamW learning rate", default=1e-4)
-    weight_decay: float = _help("AdamW weight decay", default=1e-4)
-    grad_clip: float = _help("max gradient norm", default=1.0)
-    adv_std: str = _help("advantage normalisation: 'group' std or 'batch' std", default="group")
-    adv_clip: float = _help("advantage clip (also NFT's A_max)", default=5.0)
-    kl_weight: float = _help(
-        "KL-to-reference weight (awm, grpo; reuses NormGuard's reference pass)", default=0.0
+    groups_per_iteration: int = setting(2, "prompts per iteration, over all processes", min=1, max=1024)
+    group_size: int = setting(8, "samples per prompt (group-relative advantages need >= 2)", min=2, max=256)
+    sample_steps: int = setting(10, "sampler steps per rollout", min=1, max=200)
+    cfg_scale: float = setting(
+        1.0, "classifier-free guidance scale of rollouts (1 = off)", min=1.0, max=30.0, step=0.1
     )
-    nft_beta: float = _help("DiffusionNFT guidance strength beta", default=1.0)
-    nft_ema_rate: float = _help("old-policy EMA decay ramp per optimizer step", default=0.001)
-    nft_ema_max: float = _help("old-policy EMA decay ceiling", default=0.5)
-    awm_time_weight: str = _help(
+    train_timesteps: int = setting(4, "timesteps (or SDE steps for grpo) trained per sample", min=1, max=200)
+    timestep_fraction: float = setting(
+        0.8,
+        "train on timesteps from this first (noisiest) fraction of the schedule",
+        min=0.01,
+        max=1.0,
+        step=0.01,
+    )
+    micro_batch_size: int = setting(8, "samples per forward/backward pass", min=1, max=1024)
+    lr: float = setting(1e-4, "AdamW learning rate", min=1e-7, max=1.0, step=1e-7)
+    weight_decay: float = setting(1e-4, "AdamW weight decay", min=0.0, max=10.0)
+    grad_clip: float = setting(1.0, "max gradient norm", above=0.0, max=1e6)
+    adv_std: str = setting(
+        "group", "advantage normalisation: 'group' std or 'batch' std", choices=("group", "batch")
+    )
+    adv_clip: float = setting(5.0, "advantage clip (also NFT's A_max)", above=0.0, max=1e6)
+    kl_weight: float = setting(
+        0.0,
+        "KL-to-reference weight (awm, grpo; reuses NormGuard's reference pass)",
+        min=0.0,
+        max=1000.0,
+        step=0.001,
+    )
+    nft_beta: float = setting(1.0, "DiffusionNFT guidance strength beta", above=0.0, max=1e6)
+    nft_ema_rate: float = setting(0.001, "old-policy EMA decay ramp per optimizer step", min=0.0, max=1.0)
+    nft_ema_max: float = setting(0.5, "old-policy EMA decay ceiling", min=0.0, max=1.0)
+    awm_time_weight: str = setting(
+        "uniform",
         "AWM timestep weighting: 'uniform', 'sigma', or 'ghuber' (the AWM code's default: "
         "sigma * mse^p / p, p = awm_ghuber_power)",
-        default="uniform",
+        choices=("uniform", "sigma", "ghuber"),
     )
-    awm_ghuber_power: float = _help("power p of AWM's generalised-Huber weighting", default=0.25)
-    awm_advantage_max: float = _help(
-        "AWM advantage scaling: clipped advantages are rescaled to [-this, this] (the AWM code uses 1; "
-        "0 = off)",
-        default=0.0,
+    awm_ghuber_power: float = setting(
+        0.25, "power p of AWM's generalised-Huber weighting", above=0.0, max=10.0
     )
-    awm_ema_kl_weight: float = _help(
+    awm_advantage_max: float = setting(
+        0.0,
+        "AWM advantage scaling: clipped advantages are rescaled to [-this, this] (the AWM code uses 1; 0 = off)",
+        min=0.0,
+        max=1e6,
+    )
+    awm_ema_kl_weight: float = setting(
+        0.0,
         "AWM EMA-KL: weight of ||v - v_ema||^2 towards an EMA of the adapter (the AWM code uses 1; 0 = off)",
-        default=0.0,
+        min=0.0,
+        max=1000.0,
     )
-    awm_ema_max: float = _help(
-        "decay ceiling of AWM's EMA (ramps by nft_ema_rate per step, as NFT's old policy)", default=0.3
+    awm_ema_max: float = setting(
+        0.3,
+        "decay ceiling of AWM's EMA (ramps by nft_ema_rate per step, as NFT's old policy)",
+        min=0.0,
+        below=1.0,
     )
-    dpo_beta: float = _help("flow Diffusion-DPO beta", default=100.0)
-    dpo_regime: str = _help(
+    dpo_beta: float = setting(100.0, "flow Diffusion-DPO beta", above=0.0, max=1e9)
+    dpo_regime: str = setting(
+        "mixed",
         "DPO data and reference: 'mixed' (policy rollouts, frozen reference), 'offline' (rollouts "
         "from the frozen reference), 'online' (policy rollouts, reference synced to the policy every "
         "dpo_ref_sync_every iterations)",
-        default="mixed",
+        choices=("mixed", "offline", "online"),
     )
-    dpo_ref_sync_every: int = _help("online DPO: iterations between reference syncs", default=10)
-    grpo_eta: float = _help("Flow-GRPO SDE noise level a", default=0.7)
-    grpo_clip_range: float = _help("Flow-GRPO PPO clip range", default=1e-4)
-    grpo_detach_uncond: bool = _help(
-        "with cfg > 1, no gradient through the unconditional branch (flow_grpo since July 2025)",
-        default=True,
+    dpo_ref_sync_every: int = setting(10, "online DPO: iterations between reference syncs", min=1, max=100000)
+    grpo_eta: float = setting(0.7, "Flow-GRPO SDE noise level a", above=0.0, max=10.0)
+    grpo_clip_range: float = setting(1e-4, "Flow-GRPO PPO clip range", above=0.0, max=1.0)
+    grpo_detach_uncond: bool = setting(
+        True, "with cfg > 1, no gradient through the unconditional branch (flow_grpo since July 2025)"
     )
     # --- NormGuard ----------------------------------------------------------------------------
     # Defaults chosen by benchmarks/paper_claims.py (docs/paper_claims.md, "Penalty sweep"): the squared
     # hinge at weight 10 keeps >= 97% of the reward gain on a magnitude-free reward with NFT, AWM and
     # DPO; the linear hinge at weight 1 cost AWM 16% of it. Raise the weight for more protection.
-    normguard_weight: float = _help("NormGuard penalty weight lambda (0 turns it off)", default=10.0)
-    normguard_form: str = _help(
+    normguard_weight: float = setting(
+        10.0, "NormGuard penalty weight lambda (0 turns it off)", min=0.0, max=1000.0, step=0.01
+    )
+    normguard_form: str = setting(
+        "squared",
         "hinge form: 'linear', 'squared', or 'paper' (exactly the abstract's relu(||v|| - ||v_ref||): "
         "linear, absolute, no margin; normguard_relative is ignored)",
-        default="squared",
+        choices=("linear", "squared", "paper"),
     )
-    normguard_relative: bool = _help(
-        "hinge on ||v||/||v_ref|| - 1 (scale-free) instead of the difference", default=True
+    normguard_relative: bool = setting(
+        True, "hinge on ||v||/||v_ref|| - 1 (scale-free) instead of the difference"
     )
-    normguard_margin: float = _help("tolerance before the hinge activates", default=0.0)
-    normguard_reduction: str = _help("norm over each 'sample' or per 'token'", default="sample")
+    normguard_margin: float = setting(
+        0.0, "tolerance before the hinge activates", min=0.0, max=10.0, step=0.001
+    )
+    normguard_reduction: str = setting(
+        "sample", "norm over each 'sample' or per 'token'", choices=("sample", "token")
+    )
     # --- run ----------------------------------------------------------------------------------
-    out: str = _help(
-        "run directory (an existing run with the same config is resumed)", default="runs/normguard"
+    out: str = setting("runs/normguard", "run directory (an existing run with the same config is resumed)")
+    seed: int = setting(
+        0, "seed of every random draw (rollout noise, prompts, timesteps)", min=0, max=2**31 - 1
     )
-    seed: int = _help("seed of every random draw (rollout noise, prompts, timesteps)", default=0)
-    checkpoint_every: int = _help("save a checkpoint and the LoRA every N iterations", default=10)
-    keep_checkpoints: int = _help("how many recent checkpoints to keep", default=2)
-    max_nonfinite: int = _help("stop after this many non-finite steps in a row", default=3)
-    tensorboard: bool = _help("also log metrics to TensorBoard", default=True)
+    checkpoint_every: int = setting(
+        10, "save a checkpoint and the LoRA every N iterations", min=1, max=100000
+    )
+    keep_checkpoints: int = setting(2, "how many recent checkpoints to keep", min=1, max=1000)
+    max_nonfinite: int = setting(3, "stop after this many non-finite steps in a row", min=1, max=1000)
+    tensorboard: bool = setting(True, "also log metrics to TensorBoard")
     # --- evaluation and early warnings ----------------------------------------------------------
-    eval_every: int = _help("evaluate on the fixed held-out set every N iterations (0 = never)", default=10)
-    eval_prompts: list[str] = _help(
-        "evaluation prompts (default: the training prompts)", default_factory=list
+    eval_every: int = setting(
+        10, "evaluate on the fixed held-out set every N iterations (0 = never)", min=0, max=100000
     )
-    eval_prompts_file: str | None = _help("file of evaluation prompts, one per line", default=None)
-    eval_samples: int = _help("images per evaluation (fixed prompts and seeds)", default=4)
-    eval_few_steps: int = _help("also evaluate at this few-step count (0 = skip)", default=4)
-    eval_quality: str = _help(
-        "independent no-reference quality score logged at evaluations ('' = none)", default="brisque"
+    eval_prompts: list[str] = setting([], "evaluation prompts (default: the training prompts)")
+    eval_prompts_file: str | None = setting(None, "file of evaluation prompts, one per line")
+    eval_samples: int = setting(4, "images per evaluation (fixed prompts and seeds)", min=1, max=256)
+    eval_few_steps: int = setting(4, "also evaluate at this few-step count (0 = skip)", min=0, max=200)
+    eval_quality: str = setting(
+        "brisque", "independent no-reference quality score logged at evaluations ('' = none)"
     )
-    monitor_rewards: list[RewardSpec] = _help(
-        "rewards scored at evaluations but never trained on", default_factory=list
+    monitor_rewards: list[RewardSpec] = setting([], "rewards scored at evaluations but never trained on")
+    warn_rho: float = setting(
+        1.10, "warn when the evaluation's mean per-step rho exceeds this", min=0.0, max=10.0, step=0.01
     )
-    warn_rho: float = _help("warn when the evaluation's mean per-step rho exceeds this", default=1.10)
-    warn_quality_drop: float = _help(
-        "warn when the quality score falls this far below the base model's", default=10.0
+    warn_quality_drop: float = setting(
+        10.0, "warn when the quality score falls this far below the base model's", min=0.0, max=1e6
     )
-    stop_on_warning: bool = _help("stop training at the first warning (the best LoRA is kept)", default=False)
-    keep_best: str = _help(
+    stop_on_warning: bool = setting(False, "stop training at the first warning (the best LoRA is kept)")
+    keep_best: str = setting(
+        "reward",
         "also keep the best LoRA: 'reward' (highest eval reward with quality within "
         "warn_quality_drop of the base), 'quality', or 'none'",
-        default="reward",
+        choices=("reward", "quality", "none"),
     )
 
     # ------------------------------------------------------------------------------------------
     def __post_init__(self) -> None:
+        for key in ("rewards", "monitor_rewards"):
+            if not isinstance(getattr(self, key), (list, tuple, type(None))):
+                raise ValueError(
+                    f"{key} must be a list of reward names or mappings, got {getattr(self, key)!r}"
+                )
         self.rewards = [_reward_spec(r) for r in self.rewards or []]
         self.monitor_rewards = [_reward_spec(r) for r in self.monitor_rewards or []]
+        coerce_numbers(self)
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> TrainConfig:
+        raw = canonical_keys(raw)
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(raw) - known)
         if unknown:
@@ -237,92 +300,52 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Reject impossible settings before any model is loaded, naming the key."""
-
-        def need(ok: bool, msg: str) -> None:
+        for f in fields(self):
+            check_value(TrainConfig, f.name, getattr(self, f.name))
+        for ok, msg in _cross_checks(self):
             if not ok:
                 raise ValueError(msg)
 
-        need(self.method in METHODS, f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
-        need(
-            self.group_size >= 2,
-            f"group_size must be >= 2 for group-relative advantages, got {self.group_size}",
-        )
-        need(self.iterations >= 0, f"iterations must be >= 0, got {self.iterations}")
-        need(
-            self.groups_per_iteration >= 1,
-            f"groups_per_iteration must be >= 1, got {self.groups_per_iteration}",
-        )
-        need(self.sample_steps >= 1, f"sample_steps must be >= 1, got {self.sample_steps}")
-        need(self.train_timesteps >= 1, f"train_timesteps must be >= 1, got {self.train_timesteps}")
-        need(
-            0 < self.timestep_fraction <= 1,
-            f"timestep_fraction must be in (0, 1], got {self.timestep_fraction}",
-        )
-        need(self.micro_batch_size >= 1, f"micro_batch_size must be >= 1, got {self.micro_batch_size}")
-        need(
-            self.method != "dpo" or self.micro_batch_size >= 2,
+
+def _cross_checks(c: TrainConfig) -> list[tuple[bool, str]]:
+    """Rules a single key's declaration cannot say: (holds, message when it does not)."""
+    specs = [*c.rewards, *c.monitor_rewards]
+    unknown = [s.name for s in specs if s.name not in REGISTRY]
+    return [
+        (
+            c.method != "dpo" or c.micro_batch_size >= 2,
             "micro_batch_size must be >= 2 for dpo (a pair per pass)",
-        )
-        need(self.lr > 0, f"lr must be > 0, got {self.lr}")
-        need(self.normguard_weight >= 0, f"normguard_weight must be >= 0, got {self.normguard_weight}")
-        need(self.normguard_margin >= 0, f"normguard_margin must be >= 0, got {self.normguard_margin}")
-        need(
-            self.normguard_form in ("linear", "squared", "paper"),
-            f"normguard_form must be 'linear', 'squared' or 'paper', got {self.normguard_form!r}",
-        )
-        need(
-            self.normguard_form != "paper" or self.normguard_margin == 0,
+        ),
+        (
+            c.normguard_form != "paper" or c.normguard_margin == 0,
             "normguard_form 'paper' has no margin: set normguard_margin to 0 (or use form 'linear')",
-        )
-        need(
-            self.normguard_reduction in ("sample", "token"),
-            f"normguard_reduction must be 'sample' or 'token', got {self.normguard_reduction!r}",
-        )
-        need(self.adv_std in ("group", "batch"), f"adv_std must be 'group' or 'batch', got {self.adv_std!r}")
-        need(
-            self.awm_time_weight in ("uniform", "sigma", "ghuber"),
-            f"awm_time_weight must be 'uniform', 'sigma' or 'ghuber', got {self.awm_time_weight!r}",
-        )
-        need(self.awm_ghuber_power > 0, f"awm_ghuber_power must be > 0, got {self.awm_ghuber_power}")
-        need(self.awm_advantage_max >= 0, f"awm_advantage_max must be >= 0, got {self.awm_advantage_max}")
-        need(self.awm_ema_kl_weight >= 0, f"awm_ema_kl_weight must be >= 0, got {self.awm_ema_kl_weight}")
-        need(0 <= self.awm_ema_max < 1, f"awm_ema_max must be in [0, 1), got {self.awm_ema_max}")
-        need(
-            self.dpo_regime in ("mixed", "offline", "online"),
-            f"dpo_regime must be 'mixed', 'offline' or 'online', got {self.dpo_regime!r}",
-        )
-        need(self.dpo_ref_sync_every >= 1, f"dpo_ref_sync_every must be >= 1, got {self.dpo_ref_sync_every}")
-        need(
-            self.precision in ("auto", "fp32", "bf16", "fp16"),
-            f"precision must be auto, fp32, bf16 or fp16, got {self.precision!r}",
-        )
-        need(
-            self.lora_dtype in ("fp32", "bf16", "fp16"),
-            f"lora_dtype must be fp32, bf16 or fp16, got {self.lora_dtype!r}",
-        )
-        need(self.cfg >= 1.0, f"cfg must be >= 1 (1 = no guidance), got {self.cfg}")
-        need(
-            self.keep_best in ("none", "reward", "quality"),
-            f"keep_best must be 'none', 'reward' or 'quality', got {self.keep_best!r}",
-        )
-        need(
-            self.eval_every >= 0 and self.eval_samples >= 1 and self.eval_few_steps >= 0,
-            "eval_every and eval_few_steps must be >= 0 and eval_samples >= 1",
-        )
-        need(bool(self.rewards), "no reward: name at least one (--reward NAME or `rewards:` in the config)")
-        need(self.checkpoint_every >= 1, f"checkpoint_every must be >= 1, got {self.checkpoint_every}")
-        for spec in [*self.rewards, *self.monitor_rewards]:
-            need(
-                spec.name in REGISTRY,
-                f"unknown reward {spec.name!r}; available: {', '.join(sorted(REGISTRY))}",
-            )
-        need(
-            self.lora_name
-            and "/" not in self.lora_name
-            and "\\" not in self.lora_name
-            and self.lora_name not in (".", ".."),
-            f"lora_name must be a plain file name, got {self.lora_name!r}",
-        )
+        ),
+        (bool(c.rewards), "no reward: name at least one (--reward NAME or `rewards:` in the config)"),
+        (not unknown, f"unknown reward {(unknown or [''])[0]!r}; available: {', '.join(sorted(REGISTRY))}"),
+        (
+            all(is_finite_number(s.weight) for s in specs),
+            f"a reward weight must be a finite number, got {[s.weight for s in specs]}",
+        ),
+        (
+            c.eval_quality in ("", *REGISTRY),
+            f"eval_quality must be '' or a reward id ({', '.join(sorted(REGISTRY))}), got {c.eval_quality!r}",
+        ),
+        (
+            bool(c.lora_name) and not {"/", "\\"} & set(c.lora_name) and c.lora_name not in (".", ".."),
+            f"lora_name must be a plain file name, got {c.lora_name!r}",
+        ),
+    ]
+
+
+def canonical_keys(raw: dict[str, Any]) -> dict[str, Any]:
+    """`raw` with old key names (KEY_ALIASES) renamed; both names at once is an error."""
+    out = dict(raw)
+    for old, new in KEY_ALIASES.items():
+        if old in out:
+            if new in out:
+                raise ValueError(f"config key {old!r} is the old name of {new!r}: give only {new!r}")
+            out[new] = out.pop(old)
+    return out
 
 
 def read_prompt_lines(text: str) -> list[str]:

@@ -102,13 +102,19 @@ class Evaluator:
     @torch.no_grad()
     def __call__(self, iteration: int) -> Evaluation:
         cond = self.encode(self.prompts)
-        uncond = self.encode([""] * len(self.prompts)) if self.cfg.cfg > 1 else None
+        uncond = self.encode([""] * len(self.prompts)) if self.cfg.cfg_scale > 1 else None
         metrics: dict[str, Any] = {}
         rows = []
         for suffix, sigmas in self.schedules.items():
             full = suffix == ""
             roll = sample(
-                self.backend, cond, self.noise, sigmas, uncond=uncond, cfg=self.cfg.cfg, record_norms=full
+                self.backend,
+                cond,
+                self.noise,
+                sigmas,
+                uncond=uncond,
+                cfg=self.cfg.cfg_scale,
+                record_norms=full,
             )
             images = self.decode(roll.latents).float().cpu()
             rows.append(images)

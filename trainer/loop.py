@@ -243,7 +243,9 @@ class Trainer:
         prompts = [p for p in group_prompts for _ in range(cfg.group_size)]
         gens = [generator(cfg.seed, it, g, j) for g in self.local_groups for j in range(cfg.group_size)]
         cond = self.encode(prompts)
-        uncond = self.encode([""] * len(prompts)) if (cfg.cfg > 1 or self.method.train_cfg > 1) else None
+        uncond = (
+            self.encode([""] * len(prompts)) if (cfg.cfg_scale > 1 or self.method.train_cfg > 1) else None
+        )
         t_sample = self._clock()
         # DiffusionNFT collects data with its old policy, offline DPO with the frozen reference
         rollout_model = {
@@ -257,7 +259,7 @@ class Trainer:
                 randn(self.latent_shape, gens, self.device),
                 self.sigmas,
                 uncond=uncond,
-                cfg=cfg.cfg,
+                cfg=cfg.cfg_scale,
                 sde_eta=self.method.sde_eta,
                 generators=gens,
                 on_step=lambda k, n: self.callbacks("on_sample_step", k, n),
@@ -471,7 +473,7 @@ class Trainer:
             "reward": [{"name": r.name, "weight": r.weight} for r in cfg.rewards],
             "iterations": self.state["iteration"],
             "sample_steps": cfg.sample_steps,
-            "cfg": cfg.cfg,
+            "cfg": cfg.cfg_scale,
             "lora_rank": cfg.lora_rank,
             "lora_alpha": getattr(self.backend, "lora_alpha", cfg.lora_alpha),
             "seed": cfg.seed,

@@ -224,7 +224,7 @@ class GRPO(Method):
     def __init__(self, cfg: TrainConfig):
         super().__init__(cfg)
         self.sde_eta = cfg.grpo_eta
-        self.train_cfg = cfg.cfg  # the loss is the sampling policy's log-probability: same guidance
+        self.train_cfg = cfg.cfg_scale  # the loss is the sampling policy's log-probability: same guidance
         # flow_grpo's compute_log_prob: both branches carry the gradient in its first release
         # (May 2025), the unconditional one is detached since July 2025 (scripts/train_sd3.py,
         # `noise_pred_uncond = noise_pred_uncond.detach()`); ours follows the current one by default.
