@@ -47,7 +47,7 @@ from typing import Any
 
 import torch
 
-from normguard.trainer.config import TrainConfig
+from normguard.trainer.config import TrainConfig, config_fields
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -167,35 +167,34 @@ def recipe_for(bench: Bench, method: str, reward: str) -> Recipe:
     return replace(recipe, **SMOKE) if bench.smoke else recipe
 
 
+# What every run shares besides the Recipe fields named like TrainConfig keys.
+RUN_BASE = TrainConfig(
+    normguard_relative=True,  # 'paper' ignores it
+    eval_every=0,
+    keep_checkpoints=1,
+    keep_best="none",
+    tensorboard=False,
+)
+
+
 def train_config(bench: Bench, method: str, reward: str, seed: int, guard: Guard, out: Path) -> TrainConfig:
     from normguard.trainer.scene_eval import scene_prompts
 
     r = recipe_for(bench, method, reward)
-    return TrainConfig(
+    return RUN_BASE.replace(
+        **config_fields(r),
         model=bench.model,
         device=device(),
         prompts=scene_prompts(r.train_prompts, seed, PROMPT_OMITS.get(reward, ())),
         rewards=[reward],
         method=method,
-        iterations=r.iterations,
-        lr=r.lr,
-        group_size=r.group_size,
-        groups_per_iteration=r.groups_per_iteration,
-        sample_steps=r.sample_steps,
-        train_timesteps=r.train_timesteps,
         micro_batch_size=r.group_size * r.groups_per_iteration,
-        lora_rank=r.lora_rank,
         normguard_weight=guard.weight,
         normguard_form=guard.form if guard.weight else "squared",
         normguard_margin=guard.margin,
-        normguard_relative=True,  # 'paper' ignores it
         height=bench.height,
         width=bench.width,
-        eval_every=0,
         checkpoint_every=max(1, r.iterations),
-        keep_checkpoints=1,
-        keep_best="none",
-        tensorboard=False,
         seed=seed,
         out=str(out),
     )

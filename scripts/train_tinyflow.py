@@ -25,6 +25,7 @@ import argparse
 import json
 import math
 import time
+from dataclasses import fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +35,7 @@ from normguard.trainer.models.scenes import scene_batches
 from normguard.trainer.models.tinyflow import TinyFlowConfig, TinyFlowModel
 
 ASSET_DIR = Path(__file__).resolve().parents[1] / "trainer" / "models" / "assets" / "tinyflow"
+TINYFLOW_KEYS = {f.name for f in fields(TinyFlowConfig)}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -109,14 +111,8 @@ def main(argv: list[str] | None = None) -> Path:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    config = TinyFlowConfig(
-        conv_widths=args.conv_widths,
-        hidden=args.hidden,
-        depth=args.depth,
-        heads=args.heads,
-        mlp_ratio=args.mlp_ratio,
-        shift=args.shift,
-    )
+    # the architecture flags are named like TinyFlowConfig's fields
+    config = replace(TinyFlowConfig(), **{k: v for k, v in vars(args).items() if k in TINYFLOW_KEYS})
     model = TinyFlowModel(config)
     ema = TinyFlowModel(config)
     ema.load_state_dict(model.state_dict())

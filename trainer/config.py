@@ -348,6 +348,13 @@ def canonical_keys(raw: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def config_fields(settings: Any) -> dict[str, Any]:
+    """The fields of dataclass `settings` named like TrainConfig keys, for TrainConfig.replace();
+    None means "keep TrainConfig's default"."""
+    keys = {f.name for f in fields(TrainConfig)}
+    return {k: v for k, v in dataclasses.asdict(settings).items() if k in keys and v is not None}
+
+
 def read_prompt_lines(text: str) -> list[str]:
     """One prompt per line; blank lines and lines starting with # are ignored."""
     return [s for s in (line.strip() for line in text.splitlines()) if s and not s.startswith("#")]

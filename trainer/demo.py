@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from .callbacks import Callback
-from .config import TrainConfig
+from .config import TrainConfig, config_fields
 
 ARMS = ("unguarded", "normguard")
 
@@ -58,48 +58,34 @@ class DemoSettings:
     model: str = "builtin"
 
 
+# What both arms share besides the DemoSettings fields named like TrainConfig keys.
+ARM_BASE = TrainConfig(
+    device="cpu",
+    monitor_rewards=["scene_judge"],
+    eval_quality="",
+    keep_best="none",
+    keep_checkpoints=1,
+    tensorboard=False,
+)
+
+
 def arm_config(out: Path, s: DemoSettings, arm: str) -> TrainConfig:
     """The TrainConfig of one arm; the arms differ only in normguard_weight."""
     from .scene_eval import PROMPT_OMITS, scene_prompts
 
-    defaults = TrainConfig()
     omit = PROMPT_OMITS.get(s.reward, ())
-    guard = {
-        "normguard_weight": defaults.normguard_weight if s.normguard_weight is None else s.normguard_weight,
-        "normguard_form": s.normguard_form or defaults.normguard_form,
-        "normguard_margin": defaults.normguard_margin if s.normguard_margin is None else s.normguard_margin,
-    }
-    if arm == "unguarded":
-        guard["normguard_weight"] = 0.0
-    return TrainConfig(
-        model=s.model,
-        device="cpu",
+    cfg = ARM_BASE.replace(
+        **config_fields(s),
         prompts=scene_prompts(s.train_prompts, s.seed, omit),
         eval_prompts=scene_prompts(s.eval_samples, s.seed + 1, omit),
         rewards=[s.reward],
-        monitor_rewards=["scene_judge"],
-        method=s.method,
-        iterations=s.iterations,
-        lr=s.lr,
-        group_size=s.group_size,
-        groups_per_iteration=s.groups_per_iteration,
-        sample_steps=s.sample_steps,
-        train_timesteps=s.train_timesteps,
         micro_batch_size=s.group_size * s.groups_per_iteration,
-        lora_rank=s.lora_rank,
-        eval_every=s.eval_every,
-        eval_samples=s.eval_samples,
         eval_few_steps=s.few_steps,
-        eval_quality="",
-        keep_best="none",
         checkpoint_every=max(1, s.iterations),
-        keep_checkpoints=1,
-        tensorboard=False,
-        seed=s.seed,
         out=str(out / arm),
         lora_name=f"demo_{arm}",
-        **guard,
     )
+    return cfg.replace(normguard_weight=0.0) if arm == "unguarded" else cfg
 
 
 class _Progress(Callback):

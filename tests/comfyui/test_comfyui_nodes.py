@@ -402,6 +402,21 @@ def test_continue_from_a_lora_of_the_loras_folder(comfy, trained_sd3, loras, out
         comfy.run(g)
 
 
+def test_options_are_refused_as_their_widgets_would_refuse_them(comfy):
+    info = comfy.get("/object_info")
+    widget = info["NormGuardTrainOptions"]["input"]["required"]["groups_per_iteration"][1]
+    assert (widget["min"], widget["max"]) == (1, 1024)
+    cfg = info["NormGuardTrainLoRA"]["input"]["required"]["cfg"][1]  # the saved workflows' input name
+    assert (cfg["default"], cfg["min"], cfg["max"]) == (1.0, 1.0, 30.0)
+    for extra, message in [
+        ("groups_per_iteration: 1000000", "groups_per_iteration must be an integer from 1 to 1024"),
+        ("grad_clip: .nan", "grad_clip must be a finite number > 0"),
+        ("eval_prompts: a cat", "eval_prompts must be a list of strings"),
+    ]:
+        with pytest.raises(GraphError, match=message):
+            comfy.run(train("sd3", "t_refused", iterations=1, options={"extra": extra}))
+
+
 def test_weight_rewards_pick_entries_of_the_rewards_folder(comfy, base_dir):
     (base_dir / "models" / "rewards" / "my_clip").mkdir(parents=True, exist_ok=True)
     info = comfy.get("/object_info/NormGuardRewardPickscore")["NormGuardRewardPickscore"]
