@@ -60,7 +60,7 @@ def main() -> None:
                     kl_weight=kl,
                     eval_every=0,
                     tensorboard=False,
-                    cfg=2.0 if method == "grpo" else 1.0,
+                    cfg_scale=2.0 if method == "grpo" else 1.0,
                     iterations=args.iterations,
                 )
                 trainers = {

@@ -23,7 +23,7 @@ def metrics(run_dir) -> list[dict]:
 def test_each_method_trains_a_lora(tiny_config, method):
     cfg = tiny_config.replace(
         method=method,
-        cfg=2.0 if method == "grpo" else 1.0,
+        cfg_scale=2.0 if method == "grpo" else 1.0,
         kl_weight=0.01 if method in ("grpo", "awm") else 0.0,
     )
     result = train(cfg)

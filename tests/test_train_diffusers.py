@@ -56,7 +56,7 @@ def tiny_run(folder, tmp_path, **overrides) -> TrainConfig:
 def test_every_method_trains_a_lora_diffusers_loads(family, method, tiny_sd3_dir, tiny_flux_dir, tmp_path):
     folder = tiny_sd3_dir if family == "sd3" else tiny_flux_dir
     cfg = tiny_run(
-        folder, tmp_path, method=method, cfg=2.0 if (method == "grpo" and family == "sd3") else 1.0
+        folder, tmp_path, method=method, cfg_scale=2.0 if (method == "grpo" and family == "sd3") else 1.0
     )
     result = train(cfg)
     assert result.status == "finished"
