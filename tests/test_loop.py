@@ -139,7 +139,7 @@ def test_non_finite_steps_are_skipped_then_training_stops_with_the_last_good_lor
     [
         (dict(prompts=[]), "no prompts"),
         (dict(prompts=["  ", ""]), "no prompts"),
-        (dict(group_size=1), "group_size must be >= 2"),
+        (dict(group_size=1), "group_size must be an integer from 2 to 256"),
         (dict(rewards=["no_such_reward"]), "unknown reward 'no_such_reward'"),
         (dict(rewards=[]), "no reward"),
         (dict(method="ppo"), "method must be one of"),
