@@ -136,9 +136,8 @@ def is_finite_number(x: Any) -> bool:
 
 
 def _in_range(x: float, s: Spec) -> bool:
-    return (
-        (s.min is None or x >= s.min) and (s.max is None or x <= s.max) and (s.above is None or x > s.above)
-    )
+    above, below = s.above is None or x > s.above, s.below is None or x < s.below
+    return (s.min is None or x >= s.min) and (s.max is None or x <= s.max) and above and below
 
 
 def _num(x: float) -> str:
