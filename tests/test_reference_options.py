@@ -61,7 +61,12 @@ def test_detached_uncond_carries_gradient_only_through_the_conditional_branch(ti
 @pytest.mark.parametrize("detach", [True, False])
 def test_grpo_ratio_is_one_at_the_first_inner_step_with_cfg(tiny_config, detach):
     cfg = tiny_config.replace(
-        method="grpo", cfg=3.0, grpo_detach_uncond=detach, eval_every=0, micro_batch_size=4, train_timesteps=3
+        method="grpo",
+        cfg_scale=3.0,
+        grpo_detach_uncond=detach,
+        eval_every=0,
+        micro_batch_size=4,
+        train_timesteps=3,
     )
     trainer = Trainer(cfg)
     gen = generator(cfg.seed, 0)
