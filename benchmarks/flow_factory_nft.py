@@ -48,7 +48,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from normguard.trainer.backends.diffusers import DEFAULT_TARGETS
+from normguard.trainer.families.sd3 import FAMILY as SD3
 
 PROMPTS = [
     "a photo of a cat sitting on a red sofa",
@@ -60,7 +60,7 @@ PROMPTS = [
     "a sign that says hello world",
 ]
 # Our diffusers backend's default LoRA targets for SD3; Flow-Factory is given the same list.
-LORA_TARGETS = list(DEFAULT_TARGETS)
+LORA_TARGETS = list(SD3.lora_targets)
 MIB = 1024 * 1024
 GNU_TIME = "/usr/bin/time"
 

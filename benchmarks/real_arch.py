@@ -33,8 +33,9 @@ from diffusers import (
     StableDiffusion3Pipeline,
 )
 
-from normguard.trainer.backends.diffusers import DiffusersBackend, FluxFamily, SD3Family
+from normguard.trainer.backends.diffusers import DiffusersBackend
 from normguard.trainer.config import TrainConfig
+from normguard.trainer.families import flux, sd3
 from normguard.trainer.loop import Trainer, generator
 
 SD35M = dict(
@@ -132,7 +133,7 @@ def build(family: str, device: torch.device, dtype: torch.dtype, tiny: bool) -> 
                     text_encoder_3=None,
                     tokenizer_3=None,
                 )
-                fam = SD3Family
+                fam = sd3.Adapter
             else:
                 tr = FluxTransformer2DModel(**(TINY["flux"] if tiny else FLUX_DEV))
                 sched = FlowMatchEulerDiscreteScheduler(
@@ -152,7 +153,7 @@ def build(family: str, device: torch.device, dtype: torch.dtype, tiny: bool) -> 
                     text_encoder_2=None,
                     tokenizer_2=None,
                 )
-                fam = FluxFamily
+                fam = flux.Adapter
     finally:
         torch.set_default_dtype(prev)
     return SyntheticText(pipe, fam, source=f"{family}-random", guidance=3.5 if family == "flux" else None)

@@ -17,8 +17,8 @@ import time
 import torch
 from diffusers import SD3Transformer2DModel
 
-from normguard.trainer.backends.diffusers import DEFAULT_TARGETS
 from normguard.trainer.backends.peft_lora import PeftLoraBackend
+from normguard.trainer.families.sd3 import FAMILY as SD3
 
 
 class Bare(PeftLoraBackend):
@@ -85,7 +85,7 @@ def main() -> None:
     cond = {"ctx": torch.randn(args.batch, 77, 4096), "pooled": torch.randn(args.batch, 2048)}
     with torch.no_grad():
         base = timed(lambda: b.velocity(x, sigma, cond), args.repeats)
-        b.add_lora(args.rank, args.rank, DEFAULT_TARGETS, init="gaussian_nonzero")
+        b.add_lora(args.rank, args.rank, SD3.lora_targets, init="gaussian_nonzero")
         unfused = timed(lambda: b.velocity(x, sigma, cond), args.repeats)
         with b.sampling():
             fused = timed(lambda: b.velocity(x, sigma, cond), args.repeats)
@@ -95,7 +95,7 @@ def main() -> None:
     print(f"machine: {platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}")
     print(
         f"SD3.5-M-shaped transformer, {args.layers} blocks ({params:.0f} M params), {args.size}px, batch "
-        f"{args.batch}, LoRA r{args.rank} on {len(DEFAULT_TARGETS)} attention projections"
+        f"{args.batch}, LoRA r{args.rank} on {len(SD3.lora_targets)} attention projections"
     )
     print(f"{'variant':22} {'s/step':>8} {'vs base':>8}")
     for name, t in (("base model", base), ("peft LoRA (unfused)", unfused), ("fused LoRA (ours)", fused)):

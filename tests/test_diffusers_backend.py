@@ -18,13 +18,9 @@ from diffusers import DiffusionPipeline, FluxPipeline
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from normguard.trainer.backends.diffusers import (
-    DEFAULT_TARGETS,
-    DiffusersBackend,
-    is_diffusers_folder,
-    pack_latents,
-    unpack_latents,
-)
+from normguard.trainer.backends.diffusers import DiffusersBackend, is_diffusers_folder
+from normguard.trainer.families import FAMILIES
+from normguard.trainer.families.flux import pack_latents, unpack_latents
 from normguard.trainer.rollout import guided_velocity, sample
 
 H = W = 64
@@ -92,7 +88,7 @@ def make_nonzero_adapter(backend: DiffusersBackend, seed: int = 0) -> None:
 def test_loads_encodes_and_predicts_with_frozen_base(folder):
     backend = load(folder)
     assert backend.dtype == torch.float32 and backend.device == torch.device("cpu")
-    assert backend.default_lora_targets == DEFAULT_TARGETS
+    assert backend.default_lora_targets == FAMILIES[backend.name].lora_targets
     cond = backend.encode_prompts([*PROMPTS, ""])  # "" is the CFG negative
     assert set(cond) == {"prompt_embeds", "pooled_prompt_embeds"}
     for v in cond.values():

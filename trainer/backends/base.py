@@ -26,8 +26,24 @@ def cond_select(cond: Cond, index: torch.Tensor | slice | Sequence[int]) -> Cond
 
 
 def cond_cat(conds: Sequence[Cond]) -> Cond:
-    """Concatenate conditionings along the batch dim (keys must match)."""
-    return {k: torch.cat([c[k] for c in conds]) for k in conds[0]}
+    """Concatenate conditionings along the batch dim (keys must match). Text of different lengths
+    (families that keep only each prompt's valid tokens, with a mask) is zero-padded along dim 1:
+    padding is masked out, as when the pipeline batches those prompts itself."""
+    out = {}
+    for k in conds[0]:
+        parts = [c[k] for c in conds]
+        if parts[0].dim() >= 2 and len({p.shape[1] for p in parts}) > 1:
+            length = max(p.shape[1] for p in parts)
+            parts = [pad_dim1(p, length) for p in parts]
+        out[k] = torch.cat(parts)
+    return out
+
+
+def pad_dim1(t: torch.Tensor, length: int) -> torch.Tensor:
+    """t with zeros appended along dim 1 up to `length`."""
+    if t.shape[1] == length:
+        return t
+    return torch.cat([t, t.new_zeros((t.shape[0], length - t.shape[1], *t.shape[2:]))], dim=1)
 
 
 def cond_to(cond: Cond, device: torch.device | str) -> Cond:

@@ -1,36 +1,30 @@
-"""Backend for diffusers flow-matching pipelines: SD3/SD3.5 and FLUX.1.
+"""Backend for diffusers flow-matching text-to-image pipelines (the families in trainer/families).
 
 One `DiffusersBackend` drives any supported pipeline; what differs per model family (prompt
-encoding, the transformer's call convention, latent packing, the timestep schedule) lives in a
-small `FlowFamily` adapter. Adding a flow pipeline means writing one adapter and registering its
-pipeline class in FAMILIES.
+encoding, the transformer's call convention, latent packing and layout, the timestep schedule)
+lives in that family's adapter (trainer/families/<family>.py).
 
-Latents are always the VAE's spatial layout [B, C, H/f, W/f] (f = VAE factor, 8 for real models),
-FLUX's 2x2 token packing happens inside the forward, so velocity norms and per-token reductions
-mean the same thing across families.
+Latents are always the spatial layout [B, C, H/f, W/f] (f = the family's VAE factor); token
+packing happens inside the forward, so velocity norms and per-token reductions mean the same
+thing across families.
 """
 
 from __future__ import annotations
 
 import copy
 import json
-from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
+from ..families import DiffusersAdapter, adapter_for_pipeline
 from .base import Cond
 from .peft_lora import PeftLoraBackend
 
 MODEL_INDEX = "model_index.json"
 FLOW_SCHEDULERS = ("FlowMatchEulerDiscreteScheduler",)
-# The joint-attention projections of SD3/SD3.5 and FLUX.1 (image and text streams). These names
-# also match FLUX's single-stream blocks (to_q/k/v) and SD3.5's second attention (attn2).
-DEFAULT_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out")
-DEFAULT_FLUX_GUIDANCE = 3.5  # FluxPipeline's default guidance_scale
 
 _DTYPES = {
     "fp32": torch.float32,
@@ -40,181 +34,6 @@ _DTYPES = {
     "fp16": torch.float16,
     "float16": torch.float16,
 }
-
-
-def calculate_shift(image_seq_len: int, config: Any, default_max_shift: float) -> float:
-    """mu for resolution-dependent shifting: linear in the image token count (as the pipelines do)."""
-    base_len, max_len = config.get("base_image_seq_len", 256), config.get("max_image_seq_len", 4096)
-    base_shift, max_shift = config.get("base_shift", 0.5), config.get("max_shift", default_max_shift)
-    slope = (max_shift - base_shift) / (max_len - base_len)
-    return image_seq_len * slope + base_shift - slope * base_len
-
-
-# --- per-family adapters ---------------------------------------------------------------------------
-
-
-class FlowFamily(ABC):
-    """What one pipeline family does differently: prompts, transformer call, schedule, names."""
-
-    name: str
-    patch: int  # latent pixels per transformer token along each side
-    max_sequence_length: int  # T5 tokens per prompt (the pipeline's __call__ default)
-    guidance_distilled: bool = False  # takes a `guidance` input (FLUX.1-dev)
-
-    def __init__(self, pipe: Any):
-        self.pipe = pipe
-
-    @property
-    def latent_channels(self) -> int:
-        return self.pipe.vae.config.latent_channels
-
-    @abstractmethod
-    def encode_prompts(self, prompts: list[str], device: torch.device) -> Cond: ...
-
-    @abstractmethod
-    def predict(
-        self, module: nn.Module, x: torch.Tensor, sigma: torch.Tensor, cond: Cond, guidance: float | None
-    ) -> torch.Tensor:
-        """The transformer's output for latents x [B, C, h, w] at sigma [B], in x's layout."""
-
-    @abstractmethod
-    def timestep_kwargs(self, steps: int, tokens: int) -> dict[str, Any]:
-        """What the pipeline passes to scheduler.set_timesteps for `steps` steps and `tokens` image tokens."""
-
-    @abstractmethod
-    def architecture(self) -> str:
-        """modelspec.architecture of the base model (best effort)."""
-
-    @property
-    @abstractmethod
-    def native_resolution(self) -> int: ...
-
-    def max_latent_side(self) -> int | None:
-        """Largest latent height/width the transformer accepts (None: no limit)."""
-        return None
-
-
-class SD3Family(FlowFamily):
-    name = "sd3"
-    max_sequence_length = 256
-
-    def __init__(self, pipe: Any):
-        super().__init__(pipe)
-        self.patch = pipe.transformer.config.patch_size
-
-    def encode_prompts(self, prompts: list[str], device: torch.device) -> Cond:
-        embeds, _, pooled, _ = self.pipe.encode_prompt(
-            prompt=prompts,
-            prompt_2=None,
-            prompt_3=None,
-            device=device,
-            do_classifier_free_guidance=False,
-            max_sequence_length=self.max_sequence_length,
-        )
-        return {"prompt_embeds": embeds, "pooled_prompt_embeds": pooled}
-
-    def predict(self, module, x, sigma, cond, guidance):
-        # the pipeline passes its scheduler's timesteps, sigma * num_train_timesteps in float32
-        t = sigma.to(x.device, torch.float32) * self.pipe.scheduler.config.num_train_timesteps
-        return module(
-            hidden_states=x,
-            timestep=t,
-            encoder_hidden_states=cond["prompt_embeds"],
-            pooled_projections=cond["pooled_prompt_embeds"],
-            return_dict=False,
-        )[0]
-
-    def timestep_kwargs(self, steps, tokens):
-        config = self.pipe.scheduler.config
-        if config.get("use_dynamic_shifting", False):
-            return {"mu": calculate_shift(tokens, config, default_max_shift=1.16)}
-        return {}
-
-    def architecture(self) -> str:
-        c = self.pipe.transformer.config
-        if c.dual_attention_layers:
-            return "stable-diffusion-3.5-medium"
-        if c.qk_norm:
-            return "stable-diffusion-3.5-large"
-        return "stable-diffusion-3-medium" if c.num_layers == 24 else "stable-diffusion-3"
-
-    @property
-    def native_resolution(self) -> int:
-        return self.pipe.transformer.config.sample_size * self.pipe.vae_scale_factor
-
-    def max_latent_side(self) -> int | None:
-        size = self.pipe.transformer.config.pos_embed_max_size
-        return None if size is None else size * self.patch
-
-
-class FluxFamily(FlowFamily):
-    name = "flux"
-    patch = 2  # FLUX packs 2x2 latent pixels into one token outside the transformer
-    max_sequence_length = 512
-
-    def __init__(self, pipe: Any):
-        super().__init__(pipe)
-        self.guidance_distilled = bool(pipe.transformer.config.guidance_embeds)
-
-    def encode_prompts(self, prompts: list[str], device: torch.device) -> Cond:
-        embeds, pooled, _ = self.pipe.encode_prompt(
-            prompt=prompts, prompt_2=None, device=device, max_sequence_length=self.max_sequence_length
-        )
-        return {"prompt_embeds": embeds, "pooled_prompt_embeds": pooled}
-
-    def predict(self, module, x, sigma, cond, guidance):
-        b, c, h, w = x.shape
-        text = cond["prompt_embeds"]
-        # FluxPipeline passes (t = sigma * 1000 cast to the latent dtype) / 1000; the transformer
-        # multiplies timestep and guidance by 1000 itself
-        t = (sigma.to(x.device, torch.float32) * 1000).to(x.dtype) / 1000
-        g = None if guidance is None else torch.full((b,), guidance, device=x.device, dtype=torch.float32)
-        out = module(
-            hidden_states=pack_latents(x),
-            timestep=t,
-            guidance=g,
-            pooled_projections=cond["pooled_prompt_embeds"],
-            encoder_hidden_states=text,
-            txt_ids=torch.zeros(text.shape[1], 3, device=x.device, dtype=text.dtype),
-            img_ids=latent_image_ids(h // 2, w // 2, device=x.device, dtype=x.dtype),
-            return_dict=False,
-        )[0]
-        return unpack_latents(out, h, w)
-
-    def timestep_kwargs(self, steps, tokens):
-        config = self.pipe.scheduler.config
-        sigmas = None if config.get("use_flow_sigmas", False) else np.linspace(1.0, 1 / steps, steps)
-        return {"sigmas": sigmas, "mu": calculate_shift(tokens, config, default_max_shift=1.15)}
-
-    def architecture(self) -> str:
-        return "flux-1-dev" if self.guidance_distilled else "flux-1-schnell"
-
-    @property
-    def native_resolution(self) -> int:
-        return self.pipe.default_sample_size * self.pipe.vae_scale_factor
-
-
-def pack_latents(x: torch.Tensor) -> torch.Tensor:
-    """[B, C, h, w] -> FLUX tokens [B, (h/2)(w/2), 4C], each token a 2x2 patch (channel-major)."""
-    b, c, h, w = x.shape
-    return x.view(b, c, h // 2, 2, w // 2, 2).permute(0, 2, 4, 1, 3, 5).reshape(b, (h // 2) * (w // 2), c * 4)
-
-
-def unpack_latents(tokens: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    """The inverse of pack_latents."""
-    b, _, d = tokens.shape
-    return tokens.view(b, h // 2, w // 2, d // 4, 2, 2).permute(0, 3, 1, 4, 2, 5).reshape(b, d // 4, h, w)
-
-
-def latent_image_ids(rows: int, cols: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """FLUX's positional ids of the image tokens: (0, row, col) per token, row-major."""
-    ids = torch.zeros(rows, cols, 3)
-    ids[..., 1] = torch.arange(rows)[:, None]
-    ids[..., 2] = torch.arange(cols)[None, :]
-    return ids.reshape(rows * cols, 3).to(device=device, dtype=dtype)
-
-
-FAMILIES: dict[str, type[FlowFamily]] = {"StableDiffusion3Pipeline": SD3Family, "FluxPipeline": FluxFamily}
 
 
 # --- finding and checking a pipeline -----------------------------------------------------------
@@ -266,27 +85,21 @@ def resolve_pipeline_folder(path_or_repo_id: str | Path) -> Path:
     return cached
 
 
-def check_flow_pipeline(folder: Path, source: str) -> type[FlowFamily]:
-    """The family adapter for the pipeline in `folder`; refuses anything not flow matching."""
+def check_flow_pipeline(folder: Path, source: str) -> type[DiffusersAdapter]:
+    """The family adapter for the pipeline in `folder`; refuses anything not a supported flow family."""
     try:
         index = json.loads((folder / MODEL_INDEX).read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise ValueError(f"{source!r}: cannot read {MODEL_INDEX}: {e}") from e
     class_name = index.get("_class_name")
-    supported = ", ".join(FAMILIES)
-    if class_name not in FAMILIES:
-        kind = " (a UNet model, not flow matching)" if "unet" in index else ""
-        raise ValueError(
-            f"{source!r} is a {class_name}{kind}; the diffusers backend trains flow-matching pipelines "
-            f"only: {supported}."
-        )
+    adapter = adapter_for_pipeline(class_name, source, unet="unet" in index)
     scheduler = (index.get("scheduler") or [None, None])[1]
     if scheduler not in FLOW_SCHEDULERS:
         raise ValueError(
             f"{source!r}: its scheduler is {scheduler}, not flow matching; the diffusers backend needs "
             f"{' or '.join(FLOW_SCHEDULERS)} (the {class_name} default)."
         )
-    return FAMILIES[class_name]
+    return adapter
 
 
 def base_model_name(source: str) -> str:
@@ -320,28 +133,32 @@ class DiffusersBackend(PeftLoraBackend):
     """A diffusers flow pipeline: frozen text encoders and VAE, LoRA on the transformer."""
 
     lora_prefix = "transformer."
-    default_lora_targets = DEFAULT_TARGETS
 
     def __init__(
         self,
         pipe: Any,
-        family: type[FlowFamily],
+        adapter: type[DiffusersAdapter],
         source: str = "diffusers",
         guidance: float | None = None,
         gradient_checkpointing: bool = False,
     ):
         self.pipe = pipe
-        self.family = family(pipe)
+        self.adapter = adapter(pipe, source)
+        self.family = self.adapter.family
         self.name = self.family.name
+        self.default_lora_targets = self.family.lora_targets
+        self.step_distilled = self.adapter.step_distilled
         self.source = source
         self.device = pipe.transformer.device
         self.dtype = pipe.transformer.dtype
-        if self.family.guidance_distilled:
-            self.guidance: float | None = DEFAULT_FLUX_GUIDANCE if guidance is None else float(guidance)
+        if self.adapter.guidance_distilled:
+            default = self.adapter.default_guidance
+            self.guidance: float | None = default if guidance is None else float(guidance)
         elif guidance is not None:
             raise ValueError(
-                f"guidance={guidance} applies only to guidance-distilled models (FLUX.1-dev); "
-                f"{source!r} has no guidance input (use classifier-free guidance, cfg, instead)"
+                f"guidance={guidance} applies only to guidance-distilled models (e.g. FLUX.1-dev); "
+                f"{source!r} ({self.family.title}) has no guidance input (use classifier-free guidance, cfg, "
+                "instead)"
             )
         else:
             self.guidance = None
@@ -365,13 +182,13 @@ class DiffusersBackend(PeftLoraBackend):
         from diffusers import DiffusionPipeline
 
         folder = resolve_pipeline_folder(path_or_repo_id)
-        family = check_flow_pipeline(folder, str(path_or_repo_id))
+        adapter = check_flow_pipeline(folder, str(path_or_repo_id))
         device = torch.device(device)
         dtype_kwarg = {_dtype_keyword(): resolve_dtype(dtype, device)}
         pipe = DiffusionPipeline.from_pretrained(folder, local_files_only=True, **dtype_kwarg).to(device)
         return cls(
             pipe,
-            family,
+            adapter,
             source=str(path_or_repo_id),
             guidance=guidance,
             gradient_checkpointing=gradient_checkpointing,
@@ -390,7 +207,7 @@ class DiffusersBackend(PeftLoraBackend):
         if offloaded:  # a prompt not seen before: bring the encoders back for it
             self._move_text_encoders(self.device)
         try:
-            cond = self.family.encode_prompts(list(prompts), self.device)
+            cond = self.adapter.encode_prompts(list(prompts), self.device)
         finally:
             if offloaded:
                 self._move_text_encoders("cpu")
@@ -421,33 +238,33 @@ class DiffusersBackend(PeftLoraBackend):
         )
 
     def default_size(self) -> tuple[int, int]:
-        side = self.family.native_resolution
+        side = self.adapter.native_resolution
         return (side, side)
 
     def latent_shape(self, height: int, width: int) -> tuple[int, ...]:
-        factor = self.pipe.vae_scale_factor
-        multiple = factor * self.family.patch
-        max_side = self.family.max_latent_side()
+        factor, patch = self.adapter.vae_factor, self.adapter.patch
+        multiple = factor * patch
+        max_side = self.adapter.max_latent_side()
         for label, size in (("height", height), ("width", width)):
             if not isinstance(size, int) or size <= 0 or size % multiple:
                 raise ValueError(
                     f"{label}={size!r}: the {self.name} model needs a positive multiple of {multiple} pixels "
-                    f"(VAE factor {factor} x patch {self.family.patch})"
+                    f"(VAE factor {factor} x patch {patch})"
                 )
             if max_side is not None and size // factor > max_side:
                 raise ValueError(
                     f"{label}={size}: the {self.name} model makes at most {max_side * factor} pixels"
                 )
-        return (self.family.latent_channels, height // factor, width // factor)
+        return (self.adapter.latent_channels, height // factor, width // factor)
 
     def schedule(self, steps: int, height: int, width: int) -> torch.Tensor:
         """The sigmas the pipeline's own scheduler uses at this resolution, plus the final 0."""
         if not isinstance(steps, int) or steps < 1:
             raise ValueError(f"steps={steps!r}: need a positive integer")
         _, h, w = self.latent_shape(height, width)
-        tokens = (h // self.family.patch) * (w // self.family.patch)
+        tokens = (h // self.adapter.patch) * (w // self.adapter.patch)
         scheduler = copy.deepcopy(self.pipe.scheduler)  # the pipeline's own stays untouched
-        kwargs = self.family.timestep_kwargs(steps, tokens)
+        kwargs = self.adapter.timestep_kwargs(steps, tokens)
         if kwargs.get("sigmas") is not None:
             scheduler.set_timesteps(device="cpu", **kwargs)
         else:
@@ -455,30 +272,25 @@ class DiffusersBackend(PeftLoraBackend):
         return scheduler.sigmas.float().cpu()
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        vae = self.pipe.vae
-        z = latents.to(self.device, vae.dtype) / vae.config.scaling_factor + (vae.config.shift_factor or 0.0)
-        images = vae.decode(z, return_dict=False)[0]
+        images = self.adapter.decode(latents)
         return (images.float() / 2 + 0.5).clamp(0, 1)
 
     @torch.no_grad()
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
         """Images [B, 3, H, W] in [0, 1] -> latents (the posterior mean: deterministic)."""
-        vae = self.pipe.vae
-        posterior = vae.encode(images.to(self.device, vae.dtype) * 2 - 1).latent_dist
-        z = (posterior.mean - (vae.config.shift_factor or 0.0)) * vae.config.scaling_factor
-        return z.to(self.dtype)
+        return self.adapter.encode_images(images * 2 - 1).to(self.dtype)
 
     # --- the model ----------------------------------------------------------------------------
     def _forward(self, module: nn.Module, x: torch.Tensor, sigma: torch.Tensor, cond: Cond) -> torch.Tensor:
-        return self.family.predict(module, x.to(self.dtype), sigma, cond, self.guidance)
+        return self.adapter.predict(module, x.to(self.dtype), sigma, cond, self.guidance)
 
     def step_distilled(self) -> bool:
         return self.family.architecture() == "flux-1-schnell"
 
     def lora_metadata(self) -> dict[str, str]:
-        side = self.family.native_resolution
+        side = self.adapter.native_resolution
         meta = {
-            "modelspec.architecture": f"{self.family.architecture()}/lora",
+            "modelspec.architecture": f"{self.adapter.architecture()}/lora",
             "modelspec.implementation": "diffusers",
             "modelspec.resolution": f"{side}x{side}",
             "normguard.base_model": base_model_name(self.source),

@@ -1,0 +1,49 @@
+"""AuraFlow (MMDiT-style, UMT5 text encoder, the 4-channel SDXL VAE)."""
+
+from __future__ import annotations
+
+import torch
+
+from .base import DiffusersAdapter, Family
+
+FAMILY = Family(
+    name="auraflow",
+    title="AuraFlow",
+    pipelines=("AuraFlowPipeline",),
+    comfy_models=("AuraFlow",),
+    # the joint-attention projections of both streams (AuraFlow's diffusers names), as for SD3
+    lora_targets=("to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out"),
+    targets_from="SimpleTuner / diffusers SD3 script (joint attention)",
+)
+
+
+class Adapter(DiffusersAdapter):
+    family = FAMILY
+    max_sequence_length = 256
+
+    def encode_prompts(self, prompts, device):
+        embeds, _, _, _ = self.pipe.encode_prompt(
+            prompt=list(prompts),
+            do_classifier_free_guidance=False,
+            device=device,
+            max_sequence_length=self.max_sequence_length,
+        )
+        return {"prompt_embeds": embeds}
+
+    def predict(self, module, x, sigma, cond, guidance):
+        # the pipeline passes t / 1000 in the latent dtype, t the scheduler's float32 timestep
+        t = (sigma.to(x.device, torch.float32) * 1000 / 1000).to(x.dtype)
+        return module(x, encoder_hidden_states=cond["prompt_embeds"], timestep=t, return_dict=False)[0]
+
+    def timestep_kwargs(self, steps, tokens):
+        return {}  # the pipeline lets the scheduler space the timesteps (with its fixed shift)
+
+    def architecture(self):
+        return "auraflow"
+
+    @property
+    def native_resolution(self):
+        return self.pipe.transformer.config.sample_size * self.pipe.vae_scale_factor
+
+    def max_latent_side(self):
+        return int(self.pipe.transformer.config.pos_embed_max_size**0.5) * self.patch

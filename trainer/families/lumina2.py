@@ -1,0 +1,46 @@
+"""Lumina-Image 2.0 (Gemma-2 text encoder, unified next-DiT; Z-Image's parent)."""
+
+from __future__ import annotations
+
+import torch
+
+from .base import DiffusersAdapter, Family
+
+FAMILY = Family(
+    name="lumina2",
+    title="Lumina-Image 2.0",
+    pipelines=("Lumina2Pipeline", "Lumina2Text2ImgPipeline"),
+    comfy_models=("Lumina2",),
+    lora_targets=("to_q", "to_k", "to_v", "to_out.0"),
+    targets_from="diffusers train_dreambooth_lora_lumina2.py",
+    notes="Gemma-2 attention mask; system prompt prepended as the pipeline does",
+)
+
+
+class Adapter(DiffusersAdapter):
+    family = FAMILY
+    max_sequence_length = 256
+
+    def encode_prompts(self, prompts, device):
+        embeds, mask, *_ = self.pipe.encode_prompt(
+            prompt=list(prompts),
+            do_classifier_free_guidance=False,
+            device=device,
+            max_sequence_length=self.max_sequence_length,
+        )
+        return {"prompt_embeds": embeds, "prompt_attention_mask": mask}
+
+    def predict(self, module, x, sigma, cond, guidance):
+        # Lumina counts time from noise (0) to image (1) and predicts x0 - eps
+        t = 1 - sigma.to(x.device, torch.float32)
+        out = module(
+            hidden_states=x,
+            timestep=t,
+            encoder_hidden_states=cond["prompt_embeds"],
+            encoder_attention_mask=cond["prompt_attention_mask"],
+            return_dict=False,
+        )[0]
+        return -out
+
+    def architecture(self):
+        return "lumina-image-2"
