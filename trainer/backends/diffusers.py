@@ -211,7 +211,10 @@ class DiffusersBackend(PeftLoraBackend):
         finally:
             if offloaded:
                 self._move_text_encoders("cpu")
-        return {k: v.to(self.device, self.dtype) for k, v in cond.items()}
+        # embeddings in the model's dtype; masks keep theirs (bool/int: the transformers index with them)
+        return {
+            k: v.to(self.device, self.dtype if v.is_floating_point() else v.dtype) for k, v in cond.items()
+        }
 
     _text_encoders_offloaded = False
 

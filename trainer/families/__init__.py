@@ -7,6 +7,7 @@ The default LoRA targets of every family, in one table (README "Model families" 
 |-----------|-------------------------------------------------------------------------------|
 | sd3       | to_q to_k to_v to_out.0 add_q_proj add_k_proj add_v_proj to_add_out            |
 | flux      | to_q to_k to_v to_out.0 add_q_proj add_k_proj add_v_proj to_add_out            |
+| flux2     | to_q to_k to_v to_out.0 add_q_proj add_k_proj add_v_proj to_add_out to_qkv_mlp_proj |
 | chroma    | to_q to_k to_v to_out.0 add_q_proj add_k_proj add_v_proj to_add_out            |
 | zimage    | to_q to_k to_v to_out.0 w1 w2 w3                                              |
 | lumina2   | to_q to_k to_v to_out.0                                                       |
@@ -18,12 +19,20 @@ tests/test_families.py checks this table against the descriptors.
 
 from __future__ import annotations
 
-from . import auraflow, chroma, flux, lumina2, qwenimage, sd3, zimage
+from . import auraflow, chroma, flux, flux2, lumina2, qwenimage, sd3, zimage
 from .base import DiffusersAdapter, Family
 
-__all__ = ["ADAPTERS", "FAMILIES", "DiffusersAdapter", "Family", "adapter_for_pipeline", "supported_pipelines"]
+__all__ = [
+    "ADAPTERS",
+    "FAMILIES",
+    "DiffusersAdapter",
+    "Family",
+    "adapter_for_pipeline",
+    "distillation_warning",
+    "supported_pipelines",
+]
 
-_MODULES = (sd3, flux, chroma, zimage, lumina2, qwenimage, auraflow)
+_MODULES = (sd3, flux, flux2, chroma, zimage, lumina2, qwenimage, auraflow)
 FAMILIES: dict[str, Family] = {m.FAMILY.name: m.FAMILY for m in _MODULES}
 ADAPTERS: dict[str, type[DiffusersAdapter]] = {p: m.Adapter for m in _MODULES for p in m.FAMILY.pipelines}
 _REFUSED: dict[str, Family] = {p: m.FAMILY for m in _MODULES for p in m.FAMILY.refused_pipelines}
@@ -47,4 +56,16 @@ def adapter_for_pipeline(class_name: str | None, source: str, unet: bool = False
     raise ValueError(
         f"{source!r} is a {class_name}{why}; the diffusers backend trains text-to-image flow-matching "
         f"pipelines only: {supported_pipelines()}."
+    )
+
+
+def distillation_warning(method: str, step_distilled: bool, model: str) -> str | None:
+    """The warning for methods that sample many-step trajectories from a few-step (step-distilled) model:
+    NFT and GRPO explore with the model's own rollouts, which a distilled model makes in 1-8 steps only."""
+    if not step_distilled or method not in ("nft", "grpo"):
+        return None
+    return (
+        f"{model} is step-distilled (a few-step model): {method.upper()} learns from its own multi-step "
+        "rollouts, which such a model was not trained to make; expect weak or unstable reward gains. "
+        "Sample with the steps the model was distilled for, or train its non-distilled base."
     )

@@ -29,7 +29,9 @@ FAMILY = Family(
 
 def padded(rows: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-prompt token rows of different lengths -> zero-padded [B, L, D] and a bool mask [B, L]."""
-    mask = pad_sequence([torch.ones(len(r), dtype=torch.bool, device=r.device) for r in rows], batch_first=True)
+    mask = pad_sequence(
+        [torch.ones(len(r), dtype=torch.bool, device=r.device) for r in rows], batch_first=True
+    )
     return pad_sequence(rows, batch_first=True), mask
 
 
@@ -43,7 +45,9 @@ class Adapter(DiffusersAdapter):
 
     def encode_prompts(self, prompts, device):
         # the pipeline keeps each prompt's valid tokens only (a list of [L_i, D])
-        rows = self.pipe._encode_prompt(list(prompts), device=device, max_sequence_length=self.max_sequence_length)
+        rows = self.pipe._encode_prompt(
+            list(prompts), device=device, max_sequence_length=self.max_sequence_length
+        )
         embeds, mask = padded(rows)
         return {"prompt_embeds": embeds, "prompt_mask": mask}
 

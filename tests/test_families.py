@@ -1,0 +1,229 @@
+"""Every flow family on the diffusers backend, each checked against its own diffusers pipeline.
+
+For each family a tiny random pipeline (tests/diffusers_kit.py, tests/family_kit.py) is saved and
+loaded the way a user's model folder is. The pipeline's own __call__ is the reference: our
+conditioning (pooled vectors, guidance, masks, position ids), transformer call, sign and timestep
+convention, latent packing and schedule must reproduce its denoising steps; every method trains a
+LoRA on it; the LoRA loads through the pipeline's load_lora_weights and gives our velocity.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import PROMPTS as TRAIN_PROMPTS
+from diffusers import DiffusionPipeline
+from diffusers_kit import build_tiny_flux, build_tiny_sd3
+from family_kit import BUILDERS
+from safetensors.torch import save_file
+
+from normguard.trainer import families
+from normguard.trainer.backends.diffusers import DiffusersBackend
+from normguard.trainer.config import TrainConfig
+from normguard.trainer.families.flux import pack_latents, unpack_latents
+from normguard.trainer.loop import train
+from normguard.trainer.lora import normguard_facts, read_lora_metadata
+
+H = W = 64
+PROMPTS = ["a photo of a cat", "a sign that says hello world"]
+TIGHT = {"atol": 2e-5, "rtol": 1e-4}  # fp32: same math, possibly different op order
+ALL = ["sd3", "flux", *BUILDERS]
+PACKED = {"flux", "chroma", "qwenimage"}  # the pipeline's latents are 2x2-packed tokens
+# pipeline kwargs that make its step a single conditional evaluation (our sampler at cfg = 1)
+NO_CFG = {
+    "sd3": {"guidance_scale": 1.0},
+    "flux": {"guidance_scale": 3.5},  # the distilled guidance our backend uses by default
+    "chroma": {"guidance_scale": 1.0},
+    "zimage": {"guidance_scale": 0.0},
+    "lumina2": {"guidance_scale": 1.0},
+    "qwenimage": {"true_cfg_scale": 1.0},
+    "auraflow": {"guidance_scale": 1.0},
+    "flux2": {"guidance_scale": 1.0},
+}
+_BUILT: dict[str, Path] = {}
+
+
+@pytest.fixture(scope="session")
+def family_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("families")
+
+
+def folder_of(name: str, root: Path) -> Path:
+    """The tiny pipeline folder of a family, built once per session."""
+    if name not in _BUILT:
+        build = {"sd3": build_tiny_sd3, "flux": build_tiny_flux, **BUILDERS}[name]
+        _BUILT[name] = build(root / name)
+    return _BUILT[name]
+
+
+@pytest.fixture(params=ALL)
+def family(request: pytest.FixtureRequest, family_root: Path) -> tuple[str, Path]:
+    return request.param, folder_of(request.param, family_root)
+
+
+def load(folder: Path) -> DiffusersBackend:
+    return DiffusersBackend.from_pretrained(str(folder))
+
+
+def pipeline_run(
+    name: str, pipe, noise: torch.Tensor, steps: int, prompts: list[str] = PROMPTS
+) -> torch.Tensor:
+    """The pipeline's own latents after each step from `noise` (spatial layout), noise first."""
+    states = [noise]
+    h, w = noise.shape[-2:]
+
+    def record(p, i, t, tensors):
+        lat = tensors["latents"]
+        if name == "flux2":  # tokens in row-major order, channels last
+            lat = lat.permute(0, 2, 1).reshape(lat.shape[0], -1, h, w)
+        states.append(unpack_latents(lat, h, w) if name in PACKED else lat)
+        return {}
+
+    pipe(
+        prompt=list(prompts),  # Z-Image's pipeline rewrites the list it is given in place
+        height=H,
+        width=W,
+        num_inference_steps=steps,
+        latents=pack_latents(noise) if name in PACKED else noise,
+        output_type="latent",
+        callback_on_step_end=record,
+        **NO_CFG[name],
+    )
+    return torch.stack(states)
+
+
+def test_every_family_has_a_tiny_pipeline_and_a_descriptor():
+    assert set(ALL) == set(families.FAMILIES)
+    for fam in families.FAMILIES.values():
+        assert fam.pipelines and fam.lora_targets and fam.comfy_models and fam.targets_from
+
+
+def test_euler_steps_reproduce_the_pipelines_own(family):
+    """Our conditioning, transformer call (sign, timestep direction, packing, masks, ids, guidance) and
+    schedule: x_{k+1} = x_k + (sigma_{k+1} - sigma_k) v(x_k, sigma_k) is the pipeline's step k."""
+    name, folder = family
+    backend = load(folder)
+    assert backend.name == name
+    noise = torch.randn(len(PROMPTS), *backend.latent_shape(H, W), generator=torch.Generator().manual_seed(0))
+    states = pipeline_run(name, backend.pipe, noise, 3)
+    sigmas = backend.schedule(3, H, W)
+    cond = backend.encode_prompts(PROMPTS)
+    for k in range(3):
+        v = backend.velocity(states[k], sigmas[k].expand(len(PROMPTS)), cond)
+        ours = states[k] + (sigmas[k + 1] - sigmas[k]) * v
+        torch.testing.assert_close(ours, states[k + 1], **TIGHT)
+        if sigmas[k] - sigmas[k + 1] > 0.05:  # the step moved: the comparison is not vacuous
+            assert (states[k + 1] - states[k]).abs().mean() > 100 * TIGHT["atol"]
+    # the two prompts condition differently (the text reaches the transformer)
+    x, s = noise[:1].expand(2, -1, -1, -1), sigmas[:1].expand(2)
+    v = backend.velocity(x, s, cond)
+    assert (v[0] - v[1]).abs().max() > 1e-3
+
+
+def test_decode_is_the_pipelines(family):
+    name, folder = family
+    backend = load(folder)
+    noise = torch.randn(1, *backend.latent_shape(H, W), generator=torch.Generator().manual_seed(1))
+    pipe = backend.pipe
+    out = pipe(
+        prompt=PROMPTS[:1],  # a copy
+        height=H,
+        width=W,
+        num_inference_steps=1,
+        latents=pack_latents(noise) if name in PACKED else noise,
+        output_type="pt",
+        **NO_CFG[name],
+    ).images
+    x1 = pipeline_run(name, pipe, noise, 1, PROMPTS[:1])[-1]
+    torch.testing.assert_close(backend.decode(x1), out.float(), **TIGHT)
+
+
+def make_nonzero_adapter(backend: DiffusersBackend) -> None:
+    torch.manual_seed(0)
+    backend.add_lora(rank=4, alpha=8, init="gaussian_nonzero")
+    with torch.no_grad():
+        for n, p in backend.named_trainable().items():
+            if "lora_B" in n:
+                p.mul_(10)
+
+
+def test_lora_loads_in_the_pipeline_and_gives_our_velocity(family, tmp_path):
+    """The exported file (diffusers keys, alpha folded into lora_B) through the family pipeline's own
+    load_lora_weights: its transformer gives the tuned backend's velocity, and it differs from the base."""
+    name, folder = family
+    backend = load(folder)
+    make_nonzero_adapter(backend)
+    assert all(
+        any(n.endswith(f"{t}.lora_A.weight") for n in backend.lora_state_dict())
+        for t in backend.family.lora_targets
+    )  # fmt: skip  (every default target exists here)
+    file = tmp_path / "lora.safetensors"
+    save_file(backend.lora_state_dict(), str(file), metadata=backend.lora_metadata())
+    cond = backend.encode_prompts(PROMPTS)
+    x = torch.randn(2, *backend.latent_shape(H, W), generator=torch.Generator().manual_seed(2))
+    s = torch.tensor([0.8, 0.3])
+    ours = backend.velocity(x, s, cond)
+    with backend.reference():
+        base = backend.velocity(x, s, cond)
+    assert (ours - base).abs().max() > 1e-2
+
+    pipe = DiffusionPipeline.from_pretrained(folder, local_files_only=True)
+    pipe.load_lora_weights(str(file))
+    loaded = backend.adapter.predict(pipe.transformer, x, s, cond, backend.guidance)
+    torch.testing.assert_close(loaded, ours, **TIGHT)
+
+
+@pytest.mark.parametrize("method", ["nft", "awm", "dpo", "grpo"])
+def test_every_method_trains_on_every_family(family, method, tmp_path):
+    name, folder = family
+    cfg = TrainConfig(
+        model=str(folder),
+        prompts=TRAIN_PROMPTS[:2],
+        rewards=["jpeg_incompressibility"],
+        method=method,
+        iterations=2,
+        groups_per_iteration=1,
+        group_size=2,
+        sample_steps=2,
+        train_timesteps=1,
+        micro_batch_size=2,
+        lr=3e-2,
+        eval_every=0,
+        tensorboard=False,
+        out=str(tmp_path / "run"),
+        lora_rank=2,
+        height=H,
+        width=W,
+    )
+    result = train(cfg)
+    assert result.status == "finished" and result.iterations == 2
+    facts = normguard_facts(read_lora_metadata(result.lora_path))
+    assert facts["method"] == method
+    backend = load(folder)
+    backend.add_lora(rank=2)
+    from safetensors.torch import load_file
+
+    backend.load_lora_state_dict(load_file(result.lora_path))
+    cond = backend.encode_prompts(PROMPTS)
+    x = torch.randn(2, *backend.latent_shape(H, W), generator=torch.Generator().manual_seed(3))
+    tuned = backend.velocity(x, torch.tensor([0.7, 0.4]), cond)
+    with backend.reference():
+        base = backend.velocity(x, torch.tensor([0.7, 0.4]), cond)
+    assert torch.isfinite(tuned).all() and (tuned - base).abs().max() > 1e-6, "training changed nothing"
+
+
+def test_image_input_variants_are_refused_naming_the_family_and_the_supported_list(tmp_path, family_root):
+    folder = tmp_path / "edit"
+    shutil.copytree(folder_of("qwenimage", family_root), folder)
+    index = json.loads((folder / "model_index.json").read_text())
+    (folder / "model_index.json").write_text(json.dumps({**index, "_class_name": "QwenImageEditPipeline"}))
+    with pytest.raises(
+        ValueError, match="QwenImageEditPipeline .a Qwen-Image variant that needs an image"
+    ) as e:
+        load(folder)
+    for pipeline in ("ZImagePipeline", "ChromaPipeline", "QwenImagePipeline", "StableDiffusion3Pipeline"):
+        assert pipeline in str(e.value)
