@@ -28,7 +28,6 @@ from .callbacks import Callback, CallbackList, MetricsWriter
 from .checkpoint import RunDir
 from .config import TrainConfig
 from .evaluation import DriftMonitor, Evaluation, Evaluator, load_monitors, quality_key, save_png
-from .families import distillation_warning
 from .lora import build_metadata, save_lora
 from .methods import Method, RolloutData, batch_size, make_method, select, step_distillation_warning
 from .old_policy import OldPolicy
@@ -103,8 +102,6 @@ class Trainer:
             guidance=cfg.guidance,
             gradient_checkpointing=cfg.gradient_checkpointing,
         )
-        if warning := distillation_warning(cfg.method, self.backend.step_distilled, cfg.model):
-            log.warning(warning)
         if not self.backend.named_trainable():
             self.backend.add_lora(cfg.lora_rank, cfg.lora_alpha, tuple(cfg.lora_targets or ()))
             if cfg.init_lora:  # a checkpoint, when there is one, overrides this below

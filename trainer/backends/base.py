@@ -57,7 +57,6 @@ class FlowBackend(ABC):
     """
 
     name: str = "flow"
-    step_distilled: bool = False  # a few-step model (FLUX.1-schnell, Z-Image-Turbo, FLUX.2 klein)
     device: torch.device = torch.device("cpu")
     dtype: torch.dtype = torch.float32
 

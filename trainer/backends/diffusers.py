@@ -147,7 +147,6 @@ class DiffusersBackend(PeftLoraBackend):
         self.family = self.adapter.family
         self.name = self.family.name
         self.default_lora_targets = self.family.lora_targets
-        self.step_distilled = self.adapter.step_distilled
         self.source = source
         self.device = pipe.transformer.device
         self.dtype = pipe.transformer.dtype

@@ -28,7 +28,6 @@ __all__ = [
     "DiffusersAdapter",
     "Family",
     "adapter_for_pipeline",
-    "distillation_warning",
     "supported_pipelines",
 ]
 
@@ -58,14 +57,3 @@ def adapter_for_pipeline(class_name: str | None, source: str, unet: bool = False
         f"pipelines only: {supported_pipelines()}."
     )
 
-
-def distillation_warning(method: str, step_distilled: bool, model: str) -> str | None:
-    """The warning for methods that sample many-step trajectories from a few-step (step-distilled) model:
-    NFT and GRPO explore with the model's own rollouts, which a distilled model makes in 1-8 steps only."""
-    if not step_distilled or method not in ("nft", "grpo"):
-        return None
-    return (
-        f"{model} is step-distilled (a few-step model): {method.upper()} learns from its own multi-step "
-        "rollouts, which such a model was not trained to make; expect weak or unstable reward gains. "
-        "Sample with the steps the model was distilled for, or train its non-distilled base."
-    )
