@@ -15,14 +15,14 @@ from pathlib import Path
 import torch
 from diffusers import (
     AuraFlowPipeline,
-    AutoencoderKLFlux2,
-    Flux2KleinPipeline,
-    Flux2Transformer2DModel,
     AuraFlowTransformer2DModel,
+    AutoencoderKLFlux2,
     AutoencoderKLQwenImage,
     ChromaPipeline,
     ChromaTransformer2DModel,
     FlowMatchEulerDiscreteScheduler,
+    Flux2KleinPipeline,
+    Flux2Transformer2DModel,
     Lumina2Pipeline,
     Lumina2Transformer2DModel,
     QwenImagePipeline,

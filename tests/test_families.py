@@ -227,3 +227,20 @@ def test_image_input_variants_are_refused_naming_the_family_and_the_supported_li
         load(folder)
     for pipeline in ("ZImagePipeline", "ChromaPipeline", "QwenImagePipeline", "StableDiffusion3Pipeline"):
         assert pipeline in str(e.value)
+
+
+def test_step_distilled_variants_are_recognised(tmp_path, family_root):
+    """FLUX.2 klein (the pipeline's is_distilled) and Z-Image-Turbo (by name: its config is the base
+    model's) are step-distilled, so NFT and GRPO runs on them warn; the base models are not."""
+    from family_kit import build_tiny_flux2_klein
+
+    from normguard.trainer.methods import step_distillation_warning
+
+    klein = load(build_tiny_flux2_klein(tmp_path / "klein-4b", distilled=True))
+    assert klein.step_distilled() and klein.lora_metadata()["modelspec.architecture"] == "flux-2-klein/lora"
+    assert not load(folder_of("flux2", family_root)).step_distilled()
+    turbo = tmp_path / "Z-Image-Turbo"
+    shutil.copytree(folder_of("zimage", family_root), turbo)
+    assert load(turbo).step_distilled() and not load(folder_of("zimage", family_root)).step_distilled()
+    cfg = TrainConfig(model=str(turbo), prompts=["a"], rewards=["jpeg_compressibility"], method="nft")
+    assert "step-distilled" in step_distillation_warning(cfg, load(turbo).step_distilled())

@@ -273,7 +273,7 @@ def step_distillation_warning(cfg: TrainConfig, distilled: bool) -> str | None:
     if cfg.method not in ("nft", "grpo"):
         return None
     if distilled:
-        why = "this model is step-distilled (FLUX.1-schnell)"
+        why = "this model is step-distilled (like FLUX.1-schnell, Z-Image-Turbo, FLUX.2 klein)"
     elif cfg.sample_steps <= 4:
         why = f"rollouts use {cfg.sample_steps} sampler steps, as a step-distilled model's do"
     else:

@@ -287,7 +287,7 @@ class DiffusersBackend(PeftLoraBackend):
         return self.adapter.predict(module, x.to(self.dtype), sigma, cond, self.guidance)
 
     def step_distilled(self) -> bool:
-        return self.family.architecture() == "flux-1-schnell"
+        return self.adapter.step_distilled
 
     def lora_metadata(self) -> dict[str, str]:
         side = self.adapter.native_resolution

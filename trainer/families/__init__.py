@@ -56,4 +56,3 @@ def adapter_for_pipeline(class_name: str | None, source: str, unet: bool = False
         f"{source!r} is a {class_name}{why}; the diffusers backend trains text-to-image flow-matching "
         f"pipelines only: {supported_pipelines()}."
     )
-

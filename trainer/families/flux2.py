@@ -95,7 +95,9 @@ class Adapter(DiffusersAdapter):
     def _bn(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         vae = self.pipe.vae
         mean = vae.bn.running_mean.view(1, -1, 1, 1).to(like.device, like.dtype)
-        std = torch.sqrt(vae.bn.running_var.view(1, -1, 1, 1) + vae.config.batch_norm_eps).to(like.device, like.dtype)
+        std = torch.sqrt(vae.bn.running_var.view(1, -1, 1, 1) + vae.config.batch_norm_eps).to(
+            like.device, like.dtype
+        )
         return mean, std
 
     def decode(self, latents):
