@@ -105,7 +105,9 @@ def t5_tokenizer() -> T5TokenizerFast:
 # --- models ------------------------------------------------------------------------------------
 
 
-def clip_text_model(tokenizer: CLIPTokenizer, hidden: int, projection: int | None) -> nn.Module:
+def clip_text_model(
+    tokenizer: CLIPTokenizer, hidden: int, projection: int | None, positions: int = CLIP_LEN
+) -> nn.Module:
     """CLIPTextModel, or CLIPTextModelWithProjection when `projection` is given (SD3's pooled output)."""
     config = CLIPTextConfig(
         vocab_size=len(tokenizer),
@@ -114,7 +116,7 @@ def clip_text_model(tokenizer: CLIPTokenizer, hidden: int, projection: int | Non
         projection_dim=projection or hidden,
         num_hidden_layers=2,
         num_attention_heads=2,
-        max_position_embeddings=CLIP_LEN,
+        max_position_embeddings=positions,
         hidden_act="gelu",
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,

@@ -23,6 +23,8 @@ from diffusers import (
     FlowMatchEulerDiscreteScheduler,
     Flux2KleinPipeline,
     Flux2Transformer2DModel,
+    HiDreamImagePipeline,
+    HiDreamImageTransformer2DModel,
     Lumina2Pipeline,
     Lumina2Transformer2DModel,
     QwenImagePipeline,
@@ -30,13 +32,25 @@ from diffusers import (
     ZImagePipeline,
     ZImageTransformer2DModel,
 )
-from diffusers_kit import LATENT_CHANNELS, SENTENCES, randomise_zero_weights, t5_model, t5_tokenizer, tiny_vae
+from diffusers_kit import (
+    LATENT_CHANNELS,
+    SENTENCES,
+    clip_text_model,
+    clip_tokenizer,
+    randomise_zero_weights,
+    t5_model,
+    t5_tokenizer,
+    tiny_vae,
+)
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 from torch import nn
 from transformers import (
     Gemma2Config,
     Gemma2Model,
     GemmaTokenizer,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedTokenizerFast,
     Qwen2_5_VLConfig,
     Qwen2_5_VLForConditionalGeneration,
     Qwen2Tokenizer,
@@ -79,6 +93,18 @@ def _merges(bpe: Tokenizer) -> list:
     import json
 
     return json.loads(bpe.to_str())["model"]["merges"]
+
+
+def llama_tokenizer() -> PreTrainedTokenizerFast:
+    """Llama-3's byte-level BPE format (begin/end of text tokens; the pipeline pads with the end token)."""
+    qwen = qwen_tokenizer()
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=qwen.backend_tokenizer,
+        bos_token="<|im_start|>",
+        eos_token="<|im_end|>",
+        model_max_length=128,
+    )
+    return tok
 
 
 def gemma_tokenizer() -> GemmaTokenizer:
@@ -368,6 +394,59 @@ def build_tiny_flux2_klein(folder: Path, distilled: bool = False, seed: int = 0)
     return folder
 
 
+def build_tiny_hidream(folder: Path, seed: int = 0) -> Path:
+    """HiDream-I1: two CLIPs (pooled 16 + 16), T5 (32) and a 2-layer Llama (16) whose every layer is used."""
+    torch.manual_seed(seed)
+    clip_tok, t5_tok, llama_tok = clip_tokenizer(), t5_tokenizer(), llama_tokenizer()
+    clip_tok.model_max_length = 128  # HiDream pads CLIP to 128 tokens (its CLIPs have 248 positions)
+    transformer = HiDreamImageTransformer2DModel(
+        patch_size=2,
+        in_channels=LATENT_CHANNELS,
+        out_channels=LATENT_CHANNELS,
+        num_layers=1,
+        num_single_layers=1,
+        attention_head_dim=8,
+        num_attention_heads=4,
+        caption_channels=[32, TEXT_WIDTH],
+        text_emb_dim=32,
+        num_routed_experts=4,
+        num_activated_experts=2,
+        axes_dims_rope=(4, 2, 2),
+        max_resolution=(32, 32),
+        llama_layers=(0, 1),
+    )
+
+    def clip() -> nn.Module:
+        return clip_text_model(clip_tok, hidden=16, projection=16, positions=128)
+
+    llama = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=len(llama_tok),
+            hidden_size=TEXT_WIDTH,
+            intermediate_size=2 * TEXT_WIDTH,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+            max_position_embeddings=256,
+        )
+    )
+    pipe = HiDreamImagePipeline(
+        scheduler=flow_scheduler(shift=3.0, use_dynamic_shifting=False),
+        vae=tiny_vae(scaling_factor=0.3611, shift_factor=0.1159),
+        text_encoder=clip(),
+        tokenizer=clip_tok,
+        text_encoder_2=clip(),
+        tokenizer_2=clip_tok,
+        text_encoder_3=t5_model(t5_tok, d_model=32),
+        tokenizer_3=t5_tok,
+        text_encoder_4=llama,
+        tokenizer_4=llama_tok,
+        transformer=finite(transformer, seed),
+    )
+    pipe.save_pretrained(folder)
+    return folder
+
+
 BUILDERS: dict[str, Callable[[Path], Path]] = {
     "chroma": build_tiny_chroma,
     "zimage": build_tiny_zimage,
@@ -375,4 +454,5 @@ BUILDERS: dict[str, Callable[[Path], Path]] = {
     "qwenimage": build_tiny_qwenimage,
     "auraflow": build_tiny_auraflow,
     "flux2": build_tiny_flux2_klein,
+    "hidream": build_tiny_hidream,
 }

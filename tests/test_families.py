@@ -43,6 +43,7 @@ NO_CFG = {
     "qwenimage": {"true_cfg_scale": 1.0},
     "auraflow": {"guidance_scale": 1.0},
     "flux2": {"guidance_scale": 1.0},
+    "hidream": {"guidance_scale": 1.0},
 }
 _BUILT: dict[str, Path] = {}
 
@@ -75,6 +76,8 @@ def pipeline_run(
     """The pipeline's own latents after each step from `noise` (spatial layout), noise first."""
     states = [noise]
     h, w = noise.shape[-2:]
+    if name == "hidream":  # its pipeline rescales every request to default_sample_size^2 latent pixels
+        pipe.default_sample_size = h
 
     def record(p, i, t, tensors):
         lat = tensors["latents"]
@@ -129,6 +132,8 @@ def test_decode_is_the_pipelines(family):
     backend = load(folder)
     noise = torch.randn(1, *backend.latent_shape(H, W), generator=torch.Generator().manual_seed(1))
     pipe = backend.pipe
+    if name == "hidream":
+        pipe.default_sample_size = noise.shape[-1]
     out = pipe(
         prompt=PROMPTS[:1],  # a copy
         height=H,
@@ -244,3 +249,9 @@ def test_step_distilled_variants_are_recognised(tmp_path, family_root):
     assert load(turbo).step_distilled() and not load(folder_of("zimage", family_root)).step_distilled()
     cfg = TrainConfig(model=str(turbo), prompts=["a"], rewards=["jpeg_compressibility"], method="nft")
     assert "step-distilled" in step_distillation_warning(cfg, load(turbo).step_distilled())
+
+
+def test_the_targets_table_in_the_code_is_the_descriptors():
+    rows = [line.split("|")[1:3] for line in families.__doc__.splitlines() if line.startswith("| ")]
+    table = {name.strip(): tuple(targets.split()) for name, targets in rows[1:]}
+    assert table == {name: fam.lora_targets for name, fam in families.FAMILIES.items()}
