@@ -191,7 +191,7 @@ def test_step_distilled_warning_for_nft_and_grpo_only():
 
 
 def test_trainer_reports_the_step_distilled_warning(tiny_config, caplog):
-    cfg = tiny_config.replace(method="nft", sample_steps=3, iterations=0, eval_every=0)
+    cfg = tiny_config.replace(method="nft", sample_steps=3, iterations=1, eval_every=0)
     with caplog.at_level("WARNING", logger="normguard"):
         trainer = Trainer(cfg)
     assert trainer.warnings and "step-distilled" in caplog.text
