@@ -17,6 +17,7 @@ from diffusers import (
     AuraFlowPipeline,
     AuraFlowTransformer2DModel,
     AutoencoderKLFlux2,
+    AutoencoderKLHunyuanImage,
     AutoencoderKLQwenImage,
     ChromaPipeline,
     ChromaTransformer2DModel,
@@ -25,6 +26,8 @@ from diffusers import (
     Flux2Transformer2DModel,
     HiDreamImagePipeline,
     HiDreamImageTransformer2DModel,
+    HunyuanImagePipeline,
+    HunyuanImageTransformer2DModel,
     Lumina2Pipeline,
     Lumina2Transformer2DModel,
     QwenImagePipeline,
@@ -45,6 +48,7 @@ from diffusers_kit import (
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 from torch import nn
 from transformers import (
+    ByT5Tokenizer,
     Gemma2Config,
     Gemma2Model,
     GemmaTokenizer,
@@ -57,6 +61,8 @@ from transformers import (
     Qwen3Config,
     Qwen3ForCausalLM,
     Qwen3Model,
+    T5Config,
+    T5EncoderModel,
     UMT5Config,
     UMT5EncoderModel,
 )
@@ -146,6 +152,36 @@ def umt5_model(vocab: int, d_model: int = 32) -> UMT5EncoderModel:
         eos_token_id=1,
     )
     return UMT5EncoderModel(config)
+
+
+def qwen25vl_model(tokens: int) -> Qwen2_5_VLForConditionalGeneration:
+    """Qwen2.5-VL with a tiny language model and a tiny vision tower (never given an image)."""
+    vocab = tokens + 3  # + the vision start/end/pad ids (no image is ever given)
+    config = Qwen2_5_VLConfig(
+        text_config={
+            "hidden_size": TEXT_WIDTH,
+            "intermediate_size": 2 * TEXT_WIDTH,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "num_key_value_heads": 2,
+            "vocab_size": vocab,
+            "rope_scaling": {"mrope_section": [1, 1, 2], "rope_type": "default", "type": "default"},
+            "rope_theta": 1000000.0,
+        },
+        vision_config={
+            "depth": 1,
+            "hidden_size": 16,
+            "intermediate_size": 16,
+            "num_heads": 2,
+            "out_hidden_size": 16,
+        },
+        hidden_size=TEXT_WIDTH,
+        vocab_size=vocab,
+        vision_start_token_id=vocab - 3,
+        vision_end_token_id=vocab - 2,
+        vision_token_id=vocab - 1,
+    )
+    return Qwen2_5_VLForConditionalGeneration(config).eval()
 
 
 def finite(module: nn.Module, seed: int) -> nn.Module:
@@ -286,35 +322,10 @@ def build_tiny_qwenimage(folder: Path, seed: int = 0) -> Path:
         latents_mean=[0.1, -0.2, 0.3, 0.0],
         latents_std=[1.5, 2.0, 0.8, 1.2],
     )
-    vocab = len(tok) + 3  # + the vision start/end/pad ids (no image is ever given)
-    config = Qwen2_5_VLConfig(
-        text_config={
-            "hidden_size": TEXT_WIDTH,
-            "intermediate_size": 2 * TEXT_WIDTH,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 2,
-            "num_key_value_heads": 2,
-            "vocab_size": vocab,
-            "rope_scaling": {"mrope_section": [1, 1, 2], "rope_type": "default", "type": "default"},
-            "rope_theta": 1000000.0,
-        },
-        vision_config={
-            "depth": 1,
-            "hidden_size": 16,
-            "intermediate_size": 16,
-            "num_heads": 2,
-            "out_hidden_size": 16,
-        },
-        hidden_size=TEXT_WIDTH,
-        vocab_size=vocab,
-        vision_start_token_id=vocab - 3,
-        vision_end_token_id=vocab - 2,
-        vision_token_id=vocab - 1,
-    )
     pipe = QwenImagePipeline(
         scheduler=flow_scheduler(shift=1.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=0.9),
         vae=vae,
-        text_encoder=Qwen2_5_VLForConditionalGeneration(config).eval(),
+        text_encoder=qwen25vl_model(len(tok)),
         tokenizer=tok,
         transformer=finite(transformer, seed),
     )
@@ -447,6 +458,58 @@ def build_tiny_hidream(folder: Path, seed: int = 0) -> Path:
     return folder
 
 
+def build_tiny_hunyuanimage(folder: Path, seed: int = 0) -> Path:
+    """HunyuanImage 2.1: Qwen2.5-VL text (1000 tokens) plus byT5 glyph text for quoted words."""
+    torch.manual_seed(seed)
+    tok, byt5_tok = qwen_tokenizer(), ByT5Tokenizer()
+    byt5 = T5EncoderModel(
+        T5Config(
+            vocab_size=len(byt5_tok),
+            d_model=32,
+            d_kv=8,
+            d_ff=64,
+            num_layers=1,
+            num_heads=2,
+            relative_attention_num_buckets=8,
+            feed_forward_proj="gated-gelu",
+        )
+    )
+    transformer = HunyuanImageTransformer2DModel(
+        in_channels=LATENT_CHANNELS,
+        out_channels=LATENT_CHANNELS,
+        num_attention_heads=2,
+        attention_head_dim=16,
+        num_layers=1,
+        num_single_layers=1,
+        num_refiner_layers=1,
+        patch_size=(1, 1),
+        text_embed_dim=TEXT_WIDTH,
+        text_embed_2_dim=32,
+        rope_axes_dim=(8, 8),
+    )
+    vae = AutoencoderKLHunyuanImage(
+        in_channels=3,
+        out_channels=3,
+        latent_channels=LATENT_CHANNELS,
+        block_out_channels=(32,) * 4,
+        layers_per_block=1,
+        spatial_compression_ratio=8,
+        sample_size=64,
+        scaling_factor=0.75289,
+    )
+    pipe = HunyuanImagePipeline(
+        scheduler=flow_scheduler(shift=4.0),
+        vae=vae,
+        text_encoder=qwen25vl_model(len(tok)),
+        tokenizer=tok,
+        text_encoder_2=byt5,
+        tokenizer_2=byt5_tok,
+        transformer=finite(transformer, seed),
+    )
+    pipe.save_pretrained(folder)
+    return folder
+
+
 BUILDERS: dict[str, Callable[[Path], Path]] = {
     "chroma": build_tiny_chroma,
     "zimage": build_tiny_zimage,
@@ -455,4 +518,5 @@ BUILDERS: dict[str, Callable[[Path], Path]] = {
     "auraflow": build_tiny_auraflow,
     "flux2": build_tiny_flux2_klein,
     "hidream": build_tiny_hidream,
+    "hunyuanimage": build_tiny_hunyuanimage,
 }

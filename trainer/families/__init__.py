@@ -14,13 +14,14 @@ The default LoRA targets of every family, in one table (README "Model families" 
 | qwenimage | to_q to_k to_v to_out.0                                                       |
 | hidream   | to_q to_k to_v to_out                                                         |
 | auraflow  | to_q to_k to_v to_out.0 add_q_proj add_k_proj add_v_proj to_add_out            |
+| hunyuanimage | to_q to_k to_v to_out.0 add_q_proj add_k_proj add_v_proj to_add_out         |
 
 tests/test_families.py checks this table against the descriptors.
 """
 
 from __future__ import annotations
 
-from . import auraflow, chroma, flux, flux2, hidream, lumina2, qwenimage, sd3, zimage
+from . import auraflow, chroma, flux, flux2, hidream, hunyuanimage, lumina2, qwenimage, sd3, zimage
 from .base import DiffusersAdapter, Family
 
 __all__ = [
@@ -32,7 +33,7 @@ __all__ = [
     "supported_pipelines",
 ]
 
-_MODULES = (sd3, flux, flux2, chroma, zimage, lumina2, qwenimage, hidream, auraflow)
+_MODULES = (sd3, flux, flux2, chroma, zimage, lumina2, qwenimage, hidream, auraflow, hunyuanimage)
 FAMILIES: dict[str, Family] = {m.FAMILY.name: m.FAMILY for m in _MODULES}
 ADAPTERS: dict[str, type[DiffusersAdapter]] = {p: m.Adapter for m in _MODULES for p in m.FAMILY.pipelines}
 _REFUSED: dict[str, Family] = {p: m.FAMILY for m in _MODULES for p in m.FAMILY.refused_pipelines}

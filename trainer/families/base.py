@@ -92,14 +92,16 @@ class DiffusersAdapter(ABC):
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Latents -> images in [-1, 1] (the VAE's output range); a KL VAE with scaling and shift."""
         vae = self.pipe.vae
-        z = latents.to(vae.device, vae.dtype) / vae.config.scaling_factor + (vae.config.shift_factor or 0.0)
+        z = latents.to(vae.device, vae.dtype) / vae.config.scaling_factor + (
+            vae.config.get("shift_factor") or 0.0
+        )
         return vae.decode(z, return_dict=False)[0]
 
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
         """Images in [-1, 1] -> latents (the posterior mean: deterministic)."""
         vae = self.pipe.vae
         posterior = vae.encode(images.to(vae.device, vae.dtype)).latent_dist
-        return (posterior.mean - (vae.config.shift_factor or 0.0)) * vae.config.scaling_factor
+        return (posterior.mean - (vae.config.get("shift_factor") or 0.0)) * vae.config.scaling_factor
 
     # --- the model -----------------------------------------------------------------------------
     @abstractmethod
