@@ -11,9 +11,22 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from .dtypes import DTYPES
 from .files import atomic_write
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+def sd3_architecture(layers: int, dual_attention: bool = False, qk_norm: bool = False) -> str:
+    """modelspec.architecture of an SD3-family transformer (both backends name it alike)."""
+    if dual_attention:
+        return "stable-diffusion-3.5-medium"
+    if qk_norm:
+        return "stable-diffusion-3.5-large"
+    return "stable-diffusion-3-medium" if layers == 24 else "stable-diffusion-3"
+
+
+def flux1_architecture(guidance_distilled: bool) -> str:
+    """modelspec.architecture of a FLUX.1 transformer: dev takes a guidance input, schnell does not."""
+    return "flux-1-dev" if guidance_distilled else "flux-1-schnell"
 
 
 def build_metadata(

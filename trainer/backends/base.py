@@ -50,6 +50,26 @@ def cond_to(cond: Cond, device: torch.device | str) -> Cond:
     return {k: v.to(device) for k, v in cond.items()}
 
 
+# --- input checks every backend makes, with the same messages --------------------------------------
+
+
+def check_prompts(prompts: Sequence[str]) -> None:
+    if isinstance(prompts, str) or not all(isinstance(p, str) for p in prompts):
+        raise TypeError(f"prompts must be a list of strings, got {prompts!r}")
+
+
+def check_image_size(height: int, width: int, multiple: int, model: str = "the model", why: str = "") -> None:
+    """Both sides a positive multiple of `multiple` pixels (`why`: where that multiple comes from)."""
+    for label, size in (("height", height), ("width", width)):
+        if not isinstance(size, int) or size <= 0 or size % multiple:
+            raise ValueError(f"{label}={size!r}: {model} needs a positive multiple of {multiple} pixels{why}")
+
+
+def check_steps(steps: int) -> None:
+    if not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps={steps!r}: need a positive integer")
+
+
 class FlowBackend(ABC):
     """A flow-matching denoiser with one trainable LoRA adapter.
 
@@ -101,6 +121,10 @@ class FlowBackend(ABC):
     def wrap_for_training(self, wrap: Callable[[nn.Module], nn.Module]) -> None:
         """Route gradient-carrying forwards through wrap(module), e.g. accelerate's DDP/FSDP."""
         self._runner = wrap(self.module)
+
+    def training_wrapper(self) -> nn.Module | None:
+        """The module wrap_for_training made (None when unwrapped), e.g. for accelerate's no_sync."""
+        return self._runner
 
     def unwrap_for_training(self) -> None:
         """Drop the training wrapper (and the process group a DDP reducer holds on to)."""

@@ -1,0 +1,349 @@
+"""ComfyBackend: the FlowBackend over a model ComfyUI already loaded (a MODEL, a CLIP and a VAE).
+
+- The MODEL is never modified: training runs on `model.clone()`, which shares the nn.Module (and
+  so costs no weight memory). The LoRA (lora.py) is a set of bypass patches (patching.py) installed
+  through the clone's injections: ComfyUI puts them into the shared module when it loads the clone
+  and takes them out when it loads anything else. Base weights are never touched, so fp8 /
+  quantized / offloaded weights work unchanged, and `reference()` is a switch that skips the
+  adapters per call: the frozen base velocity, with no re-patching and no second copy.
+- Gradient passes run inside `trainable_view` (ComfyUI's weights are inference tensors). Memory
+  cost of training = the adapter, its optimizer state and the activations: no second copy of the
+  model (ComfyUI's TrainLoraNode reloads one with force_deepcopy).
+- Prompts are encoded with the CLIP into ComfyUI conditioning and turned into the model's own
+  inputs by `BaseModel.extra_conds`, exactly as a KSampler does, so any CONST (flow-matching)
+  model ComfyUI supports gets the right inputs (SD3/SD3.5: context + pooled `y`; FLUX.1: context,
+  pooled `y` and `guidance`). What stays per family is in families.py.
+- v = (x - denoised) / sigma from `BaseModel.apply_model` (CONST: denoised = x - sigma v); the
+  core never evaluates at sigma = 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..adapter import lora_alpha
+from ..base import Cond, FlowBackend, check_image_size, check_prompts, check_steps, cond_select
+from .families import adds_residuals_in_place, architecture, default_targets, match_targets
+from .identity import check_flow_model
+from .lora import LORA_FORMATS, LoraAdapter, diffusers_layer_names, export_adapters, import_adapters
+from .patching import (
+    ForwardPatch,
+    Switch,
+    checkpoint_patches,
+    patcher_injection,
+    plain,
+    trainable_view,
+    training_mode,
+)
+
+log = logging.getLogger("normguard")
+
+CROSSATTN_KEYS = ("c_crossattn", "crossattn_controlnet")  # conds whose dim 1 counts text tokens
+
+
+# --- the backend -----------------------------------------------------------------------------------
+
+
+class ComfyBackend(FlowBackend):
+    """FlowBackend over ComfyUI's MODEL + CLIP + VAE (see the module docstring).
+
+    prompts: the training prompts, encoded once up front (the CLIP is loaded a single time and the
+    text-token counts of all prompts are made equal, as ComfyUI does when it batches conds).
+    guidance: the distilled guidance of guidance-distilled models (FLUX.1-dev; None = ComfyUI's default).
+    """
+
+    name = "comfyui"
+
+    def __init__(
+        self,
+        model: Any,
+        clip: Any,
+        vae: Any,
+        *,
+        height: int,
+        width: int,
+        prompts: Sequence[str] = (),
+        guidance: float | None = None,
+        scheduler: str = "simple",
+        gradient_checkpointing: bool = False,
+        lora_format: str = "comfyui",
+    ):
+        import comfy.model_management as mm
+
+        check_flow_model(model)
+        if clip is None:
+            raise ValueError("NormGuard: the CLIP input is empty (the checkpoint has no text encoder?)")
+        if vae is None:
+            raise ValueError("NormGuard: the VAE input is empty (the checkpoint has no VAE?)")
+        if model.is_dynamic():
+            # ComfyUI's dynamic VRAM (the GPU default) streams weights through buffers that autograd
+            # cannot use; its documented way out is a plain patcher, which reloads the weights from
+            # the file once (a second copy in RAM; VRAM holds only what is loaded for training)
+            try:
+                self.patcher = model.clone(disable_dynamic=True)
+            except RuntimeError as e:
+                raise ValueError(
+                    "NormGuard: this MODEL uses ComfyUI's dynamic VRAM loading and was not made by a core "
+                    "loader (UNETLoader, CheckpointLoaderSimple), so no trainable copy can be made; load it "
+                    f"with a core loader or start ComfyUI with --disable-dynamic-vram ({e})"
+                ) from e
+        else:
+            self.patcher = model.clone()  # shares the nn.Module: no weight copy
+        self.model = self.patcher.model  # comfy BaseModel
+        self.clip, self.vae = clip, vae
+        self.device = mm.get_torch_device()
+        self.dtype = torch.float32  # latents; the denoiser casts to its compute dtype itself
+        self.guidance = guidance
+        self.scheduler = scheduler
+        self.gradient_checkpointing = gradient_checkpointing
+        if lora_format not in LORA_FORMATS:
+            raise ValueError(f"lora_format must be one of {', '.join(LORA_FORMATS)}, got {lora_format!r}")
+        if lora_format == "diffusers":
+            diffusers_layer_names(self.model)  # refuses families without a diffusers layout, before training
+        self.lora_format = lora_format
+        self.height, self.width = height, width
+        self.switch = Switch()
+        self._adapters: dict[str, LoraAdapter] = {}
+        self._loaded = False
+        self._conds: dict[str, Cond] = {}
+        self._constants: dict[str, Any] = {}
+        self._tokens: dict[str, int] = {}  # text-token count per cross-attention key
+        self.latent_shape(height, width)  # validate early
+        if prompts:
+            self._encode_all(list(dict.fromkeys([*prompts, ""])))
+
+    # --- conditioning and latents ---------------------------------------------------------------
+    def encode_prompts(self, prompts: list[str]) -> Cond:
+        check_prompts(prompts)
+        missing = [p for p in dict.fromkeys(prompts) if p not in self._conds]
+        if missing:
+            self._encode_all(missing)
+        rows = [self._conds[p] for p in prompts]
+        return {k: torch.cat([r[k] for r in rows]).to(self.device) for k in rows[0]}
+
+    def _encode_all(self, prompts: list[str]) -> None:
+        """CLIP -> ComfyUI conditioning -> the model's own inputs (extra_conds), one row per prompt."""
+        import comfy.conds
+
+        fresh: dict[str, Cond] = {}
+        for prompt in prompts:
+            with torch.inference_mode():
+                tokens = self.clip.tokenize(prompt)
+                out = self.clip.encode_from_tokens(tokens, return_pooled=True, return_dict=True)
+                cross = out.pop("cond")
+                if self.guidance is not None:
+                    out["guidance"] = self.guidance
+                c, h, w = self.latent_shape(self.height, self.width)
+                conds = self.model.extra_conds(
+                    cross_attn=cross,
+                    noise=torch.zeros(1, c, h, w),
+                    device=self.device,
+                    width=self.width,
+                    height=self.height,
+                    prompt_type="positive",
+                    **out,
+                )
+            row: Cond = {}
+            for key, cond in conds.items():
+                if isinstance(cond, comfy.conds.CONDConstant):
+                    if key in self._constants and not comfy.conds.is_equal(self._constants[key], cond.cond):
+                        raise ValueError(f"NormGuard: conditioning {key!r} differs between prompts")
+                    self._constants[key] = cond.cond
+                elif type(cond) in (comfy.conds.CONDRegular, comfy.conds.CONDCrossAttn):
+                    row[key] = plain(cond.cond)
+                else:
+                    raise ValueError(
+                        f"NormGuard: the model needs conditioning {key!r} of kind {type(cond).__name__}, "
+                        "which the trainer does not support (only text conditioning)"
+                    )
+            fresh[prompt] = row
+        self._loaded = False  # encoding may have moved the denoiser out of the device
+        for key in {k for row in fresh.values() for k in row if k in CROSSATTN_KEYS}:
+            lengths = {row[key].shape[1] for row in fresh.values()}
+            if key in self._tokens:
+                lengths.add(self._tokens[key])
+            self._tokens[key] = target = math.lcm(*lengths)
+            for prompt, row in [*fresh.items(), *self._conds.items()]:
+                n = row[key].shape[1]
+                if n != target:
+                    if prompt in self._conds:  # already handed out at another length
+                        raise ValueError(
+                            f"NormGuard: prompt {prompt!r} was encoded to {n} text tokens before a longer "
+                            f"prompt needed {target}; list every prompt up front"
+                        )
+                    # repeating the tokens leaves cross-attention unchanged (ComfyUI pads conds so)
+                    row[key] = row[key].repeat(1, target // n, *([1] * (row[key].ndim - 2)))
+        self._conds.update(fresh)
+
+    def default_size(self) -> tuple[int, int]:
+        return (self.height, self.width)
+
+    def latent_shape(self, height: int, width: int) -> tuple[int, ...]:
+        factor = (
+            self.vae.spacial_compression_decode() if hasattr(self.vae, "spacial_compression_decode") else 8
+        )
+        check_image_size(height, width, factor * 2)  # VAE factor x the 2x2 patch of SD3/FLUX-style models
+        return (self.model.latent_format.latent_channels, height // factor, width // factor)
+
+    def schedule(self, steps: int, height: int, width: int) -> torch.Tensor:
+        """The sigmas a KSampler would use with this MODEL (its model_sampling, incl. any shift patch)."""
+        import comfy.samplers
+
+        check_steps(steps)
+        sampling = self.patcher.get_model_object("model_sampling")
+        return comfy.samplers.calculate_sigmas(sampling, self.scheduler, steps).float().cpu()
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            images = self.vae.decode(self.model.process_latent_out(latents.float()))
+        self._loaded = False
+        return plain(images.movedim(-1, 1).float().clamp(0, 1))
+
+    # --- the model ------------------------------------------------------------------------------
+    @property
+    def module(self) -> nn.Module:
+        return self.model
+
+    def _ensure_loaded(self, rows: int) -> None:
+        if self._loaded:
+            return
+        import comfy.model_management as mm
+
+        c, h, w = self.latent_shape(self.height, self.width)
+        with torch.inference_mode():
+            mm.load_models_gpu(
+                [self.patcher], memory_required=self.patcher.memory_required([2 * rows, c, h, w])
+            )
+        self._loaded = True
+
+    def _max_rows(self, x: torch.Tensor) -> int:
+        """How many rows of a no-grad pass fit in free memory (ComfyUI's estimate, as its sampler)."""
+        import comfy.model_management as mm
+
+        if mm.is_device_cpu(x.device):
+            return x.shape[0]
+        free = mm.get_free_memory(x.device)
+        rows = x.shape[0]
+        while rows > 1 and self.model.memory_required([rows, *x.shape[1:]]) * 1.5 > free:
+            rows = (rows + 1) // 2
+        return rows
+
+    def _forward(self, module: nn.Module, x: torch.Tensor, sigma: torch.Tensor, cond: Cond) -> torch.Tensor:
+        self._ensure_loaded(x.shape[0])
+        options = dict(self.patcher.model_options.get("transformer_options", {}))
+        if torch.is_grad_enabled():
+            with trainable_view(self.model.diffusion_model):
+                denoised = self._apply(x, sigma, cond, options)
+        else:
+            step = self._max_rows(x)
+            denoised = torch.cat(
+                [
+                    self._apply(
+                        x[i : i + step], sigma[i : i + step], cond_select(cond, slice(i, i + step)), options
+                    )
+                    for i in range(0, x.shape[0], step)
+                ]
+            )
+        s = sigma.to(denoised.device, denoised.dtype).view(-1, *([1] * (x.ndim - 1)))
+        return (x.to(denoised.dtype) - denoised) / s
+
+    def _apply(self, x: torch.Tensor, sigma: torch.Tensor, cond: Cond, options: dict) -> torch.Tensor:
+        with training_mode():  # rollouts too: the same kernels as the gradient passes (GRPO log-probs)
+            return self.model.apply_model(
+                x, sigma.to(x.device), transformer_options=options, **cond, **self._constants
+            )
+
+    # --- the adapter ----------------------------------------------------------------------------
+    @contextmanager
+    def reference(self) -> Iterator[None]:
+        with self.switch.off():
+            yield
+
+    @property
+    def default_lora_targets(self) -> tuple[str, ...]:  # type: ignore[override]
+        return default_targets(self.model, self._linear_names())
+
+    def _linear_names(self) -> list[str]:
+        return [
+            n
+            for n, m in self.model.diffusion_model.named_modules()
+            if isinstance(getattr(m, "weight", None), torch.Tensor) and m.weight.ndim == 2 and n
+        ]
+
+    def add_lora(self, rank: int, alpha: float | None = None, targets=(), init: str = "default") -> None:
+        """Attach bypass LoRA adapters to the targeted Linear layers (inside the patcher clone only)."""
+        alpha = lora_alpha(rank, alpha)
+        targets = tuple(targets or self.default_lora_targets)
+        names = match_targets(self._linear_names(), targets)
+        if not names:
+            raise ValueError(
+                f"lora_targets {list(targets)} match no Linear layer of the {type(self.model).__name__} model"
+            )
+        modules = dict(self.model.diffusion_model.named_modules())
+        device = self.patcher.load_device
+        self._adapters, patches = {}, []
+        for n in names:
+            out_features, in_features = modules[n].weight.shape
+            adapter = LoraAdapter(in_features, out_features, rank, alpha, device)
+            if init == "gaussian_nonzero":
+                with torch.no_grad():
+                    adapter.up.normal_(0, 0.02)
+            self._adapters[f"diffusion_model.{n}"] = adapter
+            patches.append(ForwardPatch(modules[n], adapter, self.switch))
+        injections = [patcher_injection(patches)]
+        if not self.gradient_checkpointing and adds_residuals_in_place(self.model.diffusion_model):
+            log.info(
+                "NormGuard: %s adds residuals in place; training it with gradient checkpointing",
+                type(self.model).__name__,
+            )
+            self.gradient_checkpointing = True
+        if self.gradient_checkpointing:
+            injections.append(patcher_injection(checkpoint_patches(self.model.diffusion_model)))
+        self.patcher.set_injections("normguard_lora", injections)
+        self.lora_rank, self.lora_alpha = rank, alpha
+        self._loaded = False
+
+    def named_trainable(self) -> dict[str, nn.Parameter]:
+        out = {}
+        for name, adapter in self._adapters.items():
+            out[f"{name}.lora_down"] = adapter.down
+            out[f"{name}.lora_up"] = adapter.up
+        return out
+
+    def lora_state_dict(self) -> dict[str, torch.Tensor]:
+        """The adapter in `lora_format` (see lora.py)."""
+        return export_adapters(self._adapters, self.lora_format, self.model)
+
+    def load_lora_state_dict(self, tensors: dict[str, torch.Tensor], source: str = "the LoRA") -> None:
+        """Start the adapter from a LoRA file in either format."""
+        import_adapters(self._adapters, tensors, self.model, source)
+
+    def store_base_in_fp8(self) -> None:
+        raise ValueError(
+            "fp8_base: in ComfyUI the loader decides the weight storage; load the model with UNETLoader's "
+            "weight_dtype fp8_e4m3fn (training computes in the model's compute dtype)"
+        )
+
+    def release(self) -> None:
+        """Take the adapters out of the shared module now. ComfyUI ejects them when it loads another
+        clone, but once this patcher is garbage collected its loaded-model entry passes to the parent
+        MODEL, which would then run with the adapters still in place."""
+        self.patcher.eject_model()
+        self.patcher.remove_injections("normguard_lora")
+
+    def step_distilled(self) -> bool:
+        return architecture(self.patcher) == "flux-1-schnell"
+
+    def lora_metadata(self) -> dict[str, str]:
+        return {
+            "modelspec.architecture": f"{architecture(self.patcher)}/lora",
+            "modelspec.implementation": "diffusers" if self.lora_format == "diffusers" else "comfyui",
+            "normguard.lora_format": self.lora_format,
+        }

@@ -1,0 +1,71 @@
+"""What the ComfyUI backend knows per model family; everything else works on any CONST (flow) model
+ComfyUI loads, because conditioning goes through the model's own `extra_conds`.
+
+Per family: default LoRA targets, the modelspec architecture name, the map to diffusers' layer names
+(for lora_format "diffusers") and whether its blocks add residuals in place (then they train only
+under gradient checkpointing).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from torch import nn
+
+from ...lora import flux1_architecture, sd3_architecture
+
+# Default LoRA targets (suffixes of module names inside the denoiser, as peft matches them).
+MMDIT_TARGETS = ("attn.qkv", "attn.proj", "attn2.qkv", "attn2.proj")  # SD3 / SD3.5 joint blocks
+FLUX_TARGETS = ("img_attn.qkv", "img_attn.proj", "txt_attn.qkv", "txt_attn.proj", "linear1", "linear2")
+
+
+def match_targets(names: Sequence[str], targets: Sequence[str]) -> list[str]:
+    """Names equal to a target or ending in '.' + target (peft's rule for target_modules)."""
+    return [n for n in names if any(n == t or n.endswith("." + t) for t in targets)]
+
+
+def default_targets(model: Any, linear_names: Sequence[str]) -> tuple[str, ...]:
+    """FLUX's or SD3's targets when the layers are there, else every attention Linear."""
+    for targets in (FLUX_TARGETS, MMDIT_TARGETS):
+        if match_targets(linear_names, targets):
+            return targets
+    attention = tuple(n for n in linear_names if "attn" in n or "attention" in n)
+    if not attention:
+        raise ValueError(
+            f"NormGuard: no default LoRA targets for {type(model).__name__}; give lora_targets "
+            "(module names inside the diffusion model) in the training options"
+        )
+    return attention
+
+
+def architecture(patcher: Any) -> str:
+    """modelspec.architecture of a ComfyUI model (best effort)."""
+    kind = type(patcher.model).__name__
+    if kind == "SD3":
+        config = patcher.model.model_config.unet_config
+        return sd3_architecture(
+            config.get("depth", 0), bool(config.get("x_block_self_attn_layers")), bool(config.get("qk_norm"))
+        )
+    if kind.startswith("Flux"):
+        guided = getattr(patcher.model.diffusion_model, "params", None)
+        return flux1_architecture(getattr(guided, "guidance_embed", False))
+    return f"comfyui-{kind.lower()}"
+
+
+def diffusers_converter(model: Any) -> Callable[..., dict] | None:
+    """ComfyUI's own map from its weight keys to diffusers' for this model (None: it has none)."""
+    import comfy.model_base
+    import comfy.utils
+
+    converters = {
+        comfy.model_base.SD3: comfy.utils.mmdit_to_diffusers,
+        comfy.model_base.Flux: comfy.utils.flux_to_diffusers,
+    }
+    return converters.get(type(model))
+
+
+def adds_residuals_in_place(diffusion_model: nn.Module) -> bool:
+    """FLUX-style blocks do `img += ...` on tensors autograd saved, so they only train checkpointed."""
+    names = {n for n, _ in diffusion_model.named_children()}
+    return {"double_blocks", "single_blocks"} <= names
