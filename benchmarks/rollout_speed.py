@@ -27,6 +27,7 @@ class Bare(PeftLoraBackend):
     name = "sd3-arch"
 
     def __init__(self, transformer):
+        super().__init__()
         self.transformer = transformer
 
     @property

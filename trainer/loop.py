@@ -27,6 +27,7 @@ from .backends import FlowBackend, cond_cat, load_backend
 from .callbacks import Callback, CallbackList, MetricsWriter
 from .checkpoint import RunDir
 from .config import TrainConfig
+from .dtypes import resolve_dtype
 from .evaluation import DriftMonitor, Evaluation, Evaluator, load_monitors, quality_key, save_png
 from .lora import build_metadata, save_lora
 from .methods import Method, RolloutData, batch_size, make_method, select, step_distillation_warning
@@ -36,7 +37,6 @@ from .rewards import RewardSet, build_rewards
 from .rollout import guided_velocity, randn, sample
 
 log = logging.getLogger("normguard")
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass
@@ -55,12 +55,6 @@ def generator(*parts: int) -> torch.Generator:
 
 def make_accelerator(cfg: TrainConfig) -> Accelerator:
     return Accelerator(cpu=cfg.device == "cpu" or not torch.cuda.is_available())
-
-
-def resolve_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype:
-    if cfg.precision == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    return DTYPES[cfg.precision]
 
 
 class Trainer:
@@ -98,7 +92,7 @@ class Trainer:
         self.backend = backend or load_backend(
             cfg.model,
             self.device,
-            resolve_dtype(cfg, self.device),
+            resolve_dtype(cfg.precision, self.device),
             guidance=cfg.guidance,
             gradient_checkpointing=cfg.gradient_checkpointing,
         )
@@ -315,11 +309,8 @@ class Trainer:
         for i, chunk in enumerate(chunks):
             n = batch_size(chunk)
             last = i == len(chunks) - 1
-            sync = (
-                nullcontext()
-                if (last or self.backend._runner is None)
-                else self.acc.no_sync(self.backend._runner)
-            )
+            wrapper = self.backend.training_wrapper()
+            sync = nullcontext() if (last or wrapper is None) else self.acc.no_sync(wrapper)
             with sync:
                 loss, stats = self.loss(chunk)
                 self.acc.backward(loss * (n / rows))

@@ -19,22 +19,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..dtypes import resolve_dtype
 from ..families import DiffusersAdapter, adapter_for_pipeline
-from .base import Cond
+from .base import Cond, check_image_size, check_prompts, check_steps
 from .peft_lora import PeftLoraBackend
 
 MODEL_INDEX = "model_index.json"
 FLOW_SCHEDULERS = ("FlowMatchEulerDiscreteScheduler",)
-
-_DTYPES = {
-    "fp32": torch.float32,
-    "float32": torch.float32,
-    "bf16": torch.bfloat16,
-    "bfloat16": torch.bfloat16,
-    "fp16": torch.float16,
-    "float16": torch.float16,
-}
-
 
 # --- finding and checking a pipeline -----------------------------------------------------------
 
@@ -108,17 +99,6 @@ def base_model_name(source: str) -> str:
     return path.name if path.is_dir() else source
 
 
-def resolve_dtype(dtype: torch.dtype | str | None, device: torch.device) -> torch.dtype:
-    """None -> bfloat16 on CUDA, float32 elsewhere; strings like 'bf16' or 'float16' accepted."""
-    if dtype is None:
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    if isinstance(dtype, torch.dtype) and dtype in _DTYPES.values():
-        return dtype
-    if isinstance(dtype, str) and dtype.lower() in _DTYPES:
-        return _DTYPES[dtype.lower()]
-    raise ValueError(f"dtype={dtype!r} is not supported; use one of {', '.join(_DTYPES)}")
-
-
 def _dtype_keyword() -> str:
     """from_pretrained's dtype argument: newer diffusers renamed torch_dtype to dtype (the old name warns)."""
     from diffusers.utils import deprecation_utils
@@ -142,6 +122,7 @@ class DiffusersBackend(PeftLoraBackend):
         guidance: float | None = None,
         gradient_checkpointing: bool = False,
     ):
+        super().__init__()
         self.pipe = pipe
         self.adapter = adapter(pipe, source)
         self.family = self.adapter.family
@@ -200,8 +181,7 @@ class DiffusersBackend(PeftLoraBackend):
     # --- conditioning and latents -----------------------------------------------------------
     @torch.no_grad()
     def encode_prompts(self, prompts: list[str]) -> Cond:
-        if isinstance(prompts, str) or not all(isinstance(p, str) for p in prompts):
-            raise TypeError(f"prompts must be a list of strings, got {prompts!r}")
+        check_prompts(prompts)
         offloaded = self._text_encoders_offloaded
         if offloaded:  # a prompt not seen before: bring the encoders back for it
             self._move_text_encoders(self.device)
@@ -247,12 +227,10 @@ class DiffusersBackend(PeftLoraBackend):
         factor, patch = self.adapter.vae_factor, self.adapter.patch
         multiple = factor * patch
         max_side = self.adapter.max_latent_side()
+        check_image_size(
+            height, width, multiple, f"the {self.name} model", f" (VAE factor {factor} x patch {patch})"
+        )
         for label, size in (("height", height), ("width", width)):
-            if not isinstance(size, int) or size <= 0 or size % multiple:
-                raise ValueError(
-                    f"{label}={size!r}: the {self.name} model needs a positive multiple of {multiple} pixels "
-                    f"(VAE factor {factor} x patch {patch})"
-                )
             if max_side is not None and size // factor > max_side:
                 raise ValueError(
                     f"{label}={size}: the {self.name} model makes at most {max_side * factor} pixels"
@@ -261,8 +239,7 @@ class DiffusersBackend(PeftLoraBackend):
 
     def schedule(self, steps: int, height: int, width: int) -> torch.Tensor:
         """The sigmas the pipeline's own scheduler uses at this resolution, plus the final 0."""
-        if not isinstance(steps, int) or steps < 1:
-            raise ValueError(f"steps={steps!r}: need a positive integer")
+        check_steps(steps)
         _, h, w = self.latent_shape(height, width)
         tokens = (h // self.adapter.patch) * (w // self.adapter.patch)
         scheduler = copy.deepcopy(self.pipe.scheduler)  # the pipeline's own stays untouched

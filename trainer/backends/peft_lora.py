@@ -12,6 +12,7 @@ from peft.tuners.lora import Linear as LoraLinear
 from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
 
+from .adapter import check_fits, check_shape, export_weight, lora_alpha, lora_delta
 from .base import FlowBackend
 
 ADAPTER = "default"
@@ -23,10 +24,11 @@ class PeftLoraBackend(FlowBackend):
     The reference is the same module with the adapter disabled, so it costs no extra memory.
     """
 
-    lora_rank: int = 0
-    lora_alpha: float = 0.0
     lora_prefix: str = ""  # export key prefix, e.g. "transformer." for diffusers pipelines
-    _trainable: dict[str, nn.Parameter] = {}
+
+    def __init__(self) -> None:
+        self._trainable: dict[str, nn.Parameter] = {}
+        self.lora_rank, self.lora_alpha = 0, 0.0
 
     def add_lora(
         self, rank: int, alpha: float | None = None, targets: Sequence[str] | str = (), init: str = "default"
@@ -36,9 +38,7 @@ class PeftLoraBackend(FlowBackend):
         `init="default"` starts with B = 0 (the adapter is a no-op, so policy == reference);
         "gaussian_nonzero" gives a random non-zero adapter (tests).
         """
-        if rank < 1:
-            raise ValueError(f"lora_rank must be >= 1, got {rank}")
-        alpha = float(rank if alpha is None else alpha)
+        alpha = lora_alpha(rank, alpha)
         targets = targets or self.default_lora_targets
         config = LoraConfig(
             r=rank,
@@ -107,34 +107,20 @@ class PeftLoraBackend(FlowBackend):
         """Start the adapter from an exported LoRA (the inverse of lora_state_dict)."""
         scale = self.lora_alpha / self.lora_rank
         missing = [self.lora_prefix + k for k in self._trainable if self.lora_prefix + k not in tensors]
-        if missing:
-            raise ValueError(
-                f"{source} does not fit this model's adapter: {len(missing)} of {len(self._trainable)} "
-                f"keys are missing (e.g. {missing[0]}); was it trained on this model with the same "
-                "lora_targets?"
-            )
+        check_fits(source, missing, len(self._trainable), "keys")
         with torch.no_grad():
             for name, p in self._trainable.items():
                 t = tensors[self.lora_prefix + name]
-                if t.shape != p.shape:
-                    raise ValueError(
-                        f"{source}: {name} has shape {tuple(t.shape)}, the adapter {tuple(p.shape)} "
-                        f"(lora_rank {self.lora_rank}); set lora_rank to the file's rank"
-                    )
+                check_shape(source, name, t.shape, p.shape, self.lora_rank)
                 p.copy_(t.float() / scale if ".lora_B." in name else t.float())
 
     def lora_state_dict(self) -> dict[str, torch.Tensor]:
-        """prefix + module path + .lora_A/.lora_B.weight, with lora_B pre-multiplied by alpha / r.
-
-        No .alpha keys: diffusers rejects them in this format, and without them ComfyUI's
-        LoraLoader uses scale 1.0, so both load the adapter at its trained scale.
-        """
+        """prefix + module path + .lora_A/.lora_B.weight, lora_B times alpha / r (backends/adapter.py)."""
         scale = self.lora_alpha / self.lora_rank
-        out = {}
-        for name, p in self._trainable.items():
-            t = p.detach().float().cpu()
-            out[self.lora_prefix + name] = (t * scale if ".lora_B." in name else t).contiguous()
-        return out
+        return {
+            self.lora_prefix + name: export_weight(p, scale if ".lora_B." in name else 1.0)
+            for name, p in self._trainable.items()
+        }
 
 
 def _plain(layer: nn.Module) -> bool:
@@ -148,18 +134,16 @@ def _plain(layer: nn.Module) -> bool:
 
 
 def _low_precision_forward(layer: LoraLinear):
-    """base(x) + s B A x with the fp32 adapter cast to x's dtype, where peft casts x to fp32 instead:
-    autograd then keeps the bf16 x the base layer already saved, not an fp32 copy of every adapted
-    layer's input (SD3.5-Medium, batch 8, 512 px: 29 -> 22 GiB for a forward+backward without
-    checkpointing, counted by benchmarks/memory_estimate.py). Mixed precision as torch.autocast does
-    it: fp32 master weights, their gradients accumulated in fp32. With an fp32 model it is peft's math."""
+    """base(x) + s B A x computed in the layer's dtype, where peft casts x to fp32 instead and so makes
+    autograd keep an fp32 copy of every adapted layer's input (see backends/adapter.py; the memory
+    saved is in docs/benchmarks.md, section 4). With an fp32 model it is peft's math."""
 
     def forward(x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
         y = layer.base_layer(x, *args, **kwargs)
         if layer.disable_adapters or layer.merged:
             return y
-        a, b = layer.lora_A[ADAPTER].weight.to(y.dtype), layer.lora_B[ADAPTER].weight.to(y.dtype)
-        return y + F.linear(F.linear(x.to(y.dtype), a), b) * layer.scaling[ADAPTER]
+        a, b = layer.lora_A[ADAPTER].weight, layer.lora_B[ADAPTER].weight
+        return y + lora_delta(x, a, b, layer.scaling[ADAPTER], y.dtype)
 
     return forward
 

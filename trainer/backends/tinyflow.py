@@ -25,6 +25,7 @@ class TinyFlowBackend(PeftLoraBackend):
     default_lora_targets = DEFAULT_TARGETS
 
     def __init__(self, model: TinyFlowModel, device: str | torch.device = "cpu", source: str = "tinyflow"):
+        super().__init__()
         self.model = model.to(device).eval()
         self.device = torch.device(device)
         self.dtype = torch.float32

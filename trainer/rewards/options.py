@@ -6,9 +6,8 @@ from typing import Any
 
 import torch
 
+from ..dtypes import dtype_named
 from .base import RewardSpec
-
-_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 def check_options(spec: RewardSpec, allowed: set[str]) -> dict[str, Any]:
@@ -23,10 +22,7 @@ def check_options(spec: RewardSpec, allowed: set[str]) -> dict[str, Any]:
 
 
 def dtype_option(spec: RewardSpec) -> torch.dtype:
-    name = spec.options.get("dtype", "float32")
-    if name not in _DTYPES:
-        raise ValueError(f"reward {spec.name!r}: dtype {name!r} is not one of {', '.join(_DTYPES)}")
-    return _DTYPES[name]
+    return dtype_named(spec.options.get("dtype", "float32"), f"reward {spec.name!r}: dtype")
 
 
 def batch_size_option(spec: RewardSpec, default: int) -> int:
