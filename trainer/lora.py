@@ -15,8 +15,8 @@ from .dtypes import DTYPES
 from .files import atomic_write
 
 
-def sd3_architecture(layers: int, dual_attention: bool = False, qk_norm: bool = False) -> str:
-    """modelspec.architecture of an SD3-family transformer (both backends name it alike)."""
+def sd3_architecture(layers: int = 0, dual_attention: bool = False, qk_norm: bool = False) -> str:
+    """modelspec.architecture of an SD3-family transformer (the customary LoRA metadata value)."""
     if dual_attention:
         return "stable-diffusion-3.5-medium"
     if qk_norm:

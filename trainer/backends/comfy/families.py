@@ -43,10 +43,9 @@ def architecture(patcher: Any) -> str:
     """modelspec.architecture of a ComfyUI model (best effort)."""
     kind = type(patcher.model).__name__
     if kind == "SD3":
-        config = patcher.model.model_config.unet_config
-        return sd3_architecture(
-            config.get("depth", 0), bool(config.get("x_block_self_attn_layers")), bool(config.get("qk_norm"))
-        )
+        # one name for every SD3 here: it is part of the trainer node's run key, so a finer name
+        # (sd3_architecture of the unet_config) would stop existing runs from resuming
+        return sd3_architecture(layers=0)
     if kind.startswith("Flux"):
         guided = getattr(patcher.model.diffusion_model, "params", None)
         return flux1_architecture(getattr(guided, "guidance_embed", False))
