@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .base import RewardSpec, register
+from .base import RewardFactory, RewardSpec, register
 from .files import FileNeed, find_file, find_folder, load_state_dict
 from .images import check_images, in_chunks, normalize, resize_shortest_center_crop
 from .options import batch_size_option, check_options, dtype_option
@@ -195,32 +195,32 @@ def _encoder(spec: RewardSpec, device: torch.device, what: str, vision_only: boo
     )
 
 
-@register(
-    "clip_score",
-    needs_path=True,
-    description="cosine similarity of CLIP image and prompt embeddings (prompt following)",
-    cost="CLIP ViT-L/14 (0.43 B params): 2.5 CPU-s per 512 px image on a 2-core CPU",
-)
-def _clip_score(spec: RewardSpec, device: torch.device) -> ClipSimilarity:
-    check_options(spec, _COMMON_OPTIONS)
-    return ClipSimilarity(
-        _encoder(spec, device, "clip_score (a CLIP model folder)"), False, batch_size_option(spec, 16)
-    )
+def _similarity(what: str, scaled: bool) -> RewardFactory:
+    def factory(spec: RewardSpec, device: torch.device) -> ClipSimilarity:
+        check_options(spec, _COMMON_OPTIONS)
+        return ClipSimilarity(_encoder(spec, device, what), scaled, batch_size_option(spec, 16))
+
+    return factory
 
 
-@register(
-    "pickscore",
-    needs_path=True,
-    description="PickScore (human preference, Pick-a-Pic): exp(logit_scale) * cos(image, prompt)",
-    cost="CLIP ViT-H/14 (0.99 B params): 4.9 CPU-s per 512 px image on a 2-core CPU",
-)
-def _pickscore(spec: RewardSpec, device: torch.device) -> ClipSimilarity:
-    check_options(spec, _COMMON_OPTIONS)
-    what = (
+# the same reward over two CLIP models: id -> (description, cost, what the folder holds, scaled)
+SIMILARITIES = {
+    "clip_score": (
+        "cosine similarity of CLIP image and prompt embeddings (prompt following)",
+        "CLIP ViT-L/14 (0.43 B params): 2.5 CPU-s per 512 px image on a 2-core CPU",
+        "clip_score (a CLIP model folder)",
+        False,
+    ),
+    "pickscore": (
+        "PickScore (human preference, Pick-a-Pic): exp(logit_scale) * cos(image, prompt)",
+        "CLIP ViT-H/14 (0.99 B params): 4.9 CPU-s per 512 px image on a 2-core CPU",
         "pickscore (the PickScore_v1 folder; when it lacks the tokenizer and preprocessor files, set "
-        "options['processor'] to the laion/CLIP-ViT-H-14-laion2B-s32B-b79K folder)"
-    )
-    return ClipSimilarity(_encoder(spec, device, what), True, batch_size_option(spec, 16))
+        "options['processor'] to the laion/CLIP-ViT-H-14-laion2B-s32B-b79K folder)",
+        True,
+    ),
+}
+for _id, (_description, _cost, _what, _scaled) in SIMILARITIES.items():
+    register(_id, needs_path=True, description=_description, cost=_cost)(_similarity(_what, _scaled))
 
 
 @register(

@@ -8,9 +8,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .base import RewardSpec, register
+from .base import register
 from .images import check_images, to_uint8_hwc
-from .options import check_options
+from .options import no_options
 
 
 class BrisqueReward:
@@ -42,12 +42,9 @@ class BrisqueReward:
         return torch.tensor([-self.brisque(a) for a in to_uint8_hwc(images)], dtype=torch.float32)
 
 
-@register(
+register(
     "brisque",
     description="-BRISQUE no-reference image quality (monitoring; ignores the prompt)",
     cost="numpy/scipy features + SVM, CPU only: 0.09 CPU-s per 512 px image",
     extra="iqa",
-)
-def _brisque(spec: RewardSpec, device: torch.device) -> BrisqueReward:
-    check_options(spec, set())
-    return BrisqueReward()
+)(no_options(BrisqueReward))

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import io
+from functools import partial
 
 import numpy as np
 import torch
 from PIL import Image
 
-from .base import RewardSpec, register
+from .base import register
 from .images import check_images, to_uint8_hwc
-from .options import check_options
+from .options import no_options
 
 
 def jpeg_kilobytes(images: torch.Tensor, quality: int = 95) -> torch.Tensor:
@@ -33,21 +34,10 @@ class JpegCompressibility:
         return self.sign * jpeg_kilobytes(images)
 
 
-@register(
-    "jpeg_compressibility",
-    description="-(JPEG size in kB at quality 95): pays for flat, simple images",
-    cost="PIL JPEG encode, CPU only: 11 CPU-ms per 512 px image",
-)
-def _compressibility(spec: RewardSpec, device: torch.device) -> JpegCompressibility:
-    check_options(spec, set())
-    return JpegCompressibility(-1.0)
-
-
-@register(
-    "jpeg_incompressibility",
-    description="+(JPEG size in kB at quality 95): pays for busy, detailed images",
-    cost="PIL JPEG encode, CPU only: 11 CPU-ms per 512 px image",
-)
-def _incompressibility(spec: RewardSpec, device: torch.device) -> JpegCompressibility:
-    check_options(spec, set())
-    return JpegCompressibility(+1.0)
+for _id, _sign, _description in (
+    ("jpeg_compressibility", -1.0, "-(JPEG size in kB at quality 95): pays for flat, simple images"),
+    ("jpeg_incompressibility", +1.0, "+(JPEG size in kB at quality 95): pays for busy, detailed images"),
+):
+    register(_id, description=_description, cost="PIL JPEG encode, CPU only: 11 CPU-ms per 512 px image")(
+        no_options(partial(JpegCompressibility, _sign))
+    )

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
 
 from ..dtypes import dtype_named
-from .base import RewardSpec
+from .base import Reward, RewardFactory, RewardSpec
 
 
 def check_options(spec: RewardSpec, allowed: set[str]) -> dict[str, Any]:
@@ -19,6 +20,16 @@ def check_options(spec: RewardSpec, allowed: set[str]) -> dict[str, Any]:
             f"it takes: {', '.join(sorted(allowed)) or 'none'}"
         )
     return spec.options
+
+
+def no_options(make: Callable[[], Reward]) -> RewardFactory:
+    """The factory of a reward that takes no options: `make()`, after refusing any option given."""
+
+    def factory(spec: RewardSpec, device: torch.device) -> Reward:
+        check_options(spec, set())
+        return make()
+
+    return factory
 
 
 def dtype_option(spec: RewardSpec) -> torch.dtype:

@@ -23,9 +23,9 @@ import torch
 import torch.nn.functional as F
 
 from ..models.scenes import POSITION_DIRECTION, parse_prompt
-from .base import RewardSpec, register
+from .base import register
 from .images import check_images
-from .options import check_options
+from .options import no_options
 
 LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601
 # Where the procedural scenes put an object of each size, as a fraction of the image side from the
@@ -136,56 +136,38 @@ class Centring:
 
 _COST = "a few tensor ops: 0.02 CPU-ms per 32 px image, 0.7 at 512 px"
 _COST_CENTROID = "a border median and a weighted centroid: 0.1 CPU-ms per 32 px image, 24 at 512 px"
+_COST_JUDGE = "a 0.3M-parameter CNN: 0.5 CPU-ms per 32 px image (other sizes are resized to 32 px)"
 
-
-@register(
-    "saturation",
-    description="mean chroma max(RGB)-min(RGB): pays for vivid colour (toy; invites norm inflation)",
-    cost=_COST,
-)
-def _saturation(spec: RewardSpec, device: torch.device) -> Saturation:
-    check_options(spec, set())
-    return Saturation()
-
-
-@register(
-    "contrast",
-    description="RMS luma contrast: pays for spread-out brightness (toy; invites norm inflation)",
-    cost=_COST,
-)
-def _contrast(spec: RewardSpec, device: torch.device) -> Contrast:
-    check_options(spec, set())
-    return Contrast()
-
-
-@register(
-    "position",
-    description="-(distance of the object from where the prompt puts it, in image sides): "
-    "magnitude-free toy reward for the builtin model's scenes",
-    cost=_COST_CENTROID,
-)
-def _position(spec: RewardSpec, device: torch.device) -> Position:
-    check_options(spec, set())
-    return Position()
-
-
-@register(
-    "centring",
-    description="-(distance of the object from the image centre, in image sides): magnitude-free "
-    "toy reward (use prompts that name no position)",
-    cost=_COST_CENTROID,
-)
-def _centring(spec: RewardSpec, device: torch.device) -> Centring:
-    check_options(spec, set())
-    return Centring()
-
-
-@register(
-    "scene_judge",
-    description="the shipped judge's attribute accuracy on the builtin model's scene prompts "
-    "(a quality monitor for --monitor-reward; do not train on it)",
-    cost="a 0.3M-parameter CNN: 0.5 CPU-ms per 32 px image (other sizes are resized to 32 px)",
-)
-def _scene_judge(spec: RewardSpec, device: torch.device) -> JudgeAccuracy:
-    check_options(spec, set())
-    return JudgeAccuracy()
+# id: (reward, description, cost); none takes options
+REWARDS = {
+    "saturation": (
+        Saturation,
+        "mean chroma max(RGB)-min(RGB): pays for vivid colour (toy; invites norm inflation)",
+        _COST,
+    ),
+    "contrast": (
+        Contrast,
+        "RMS luma contrast: pays for spread-out brightness (toy; invites norm inflation)",
+        _COST,
+    ),
+    "position": (
+        Position,
+        "-(distance of the object from where the prompt puts it, in image sides): "
+        "magnitude-free toy reward for the builtin model's scenes",
+        _COST_CENTROID,
+    ),
+    "centring": (
+        Centring,
+        "-(distance of the object from the image centre, in image sides): magnitude-free "
+        "toy reward (use prompts that name no position)",
+        _COST_CENTROID,
+    ),
+    "scene_judge": (
+        JudgeAccuracy,
+        "the shipped judge's attribute accuracy on the builtin model's scene prompts "
+        "(a quality monitor for --monitor-reward; do not train on it)",
+        _COST_JUDGE,
+    ),
+}
+for _id, (_reward, _description, _cost) in REWARDS.items():
+    register(_id, description=_description, cost=_cost)(no_options(_reward))
