@@ -15,20 +15,6 @@ from .dtypes import DTYPES
 from .files import atomic_write
 
 
-def sd3_architecture(layers: int = 0, dual_attention: bool = False, qk_norm: bool = False) -> str:
-    """modelspec.architecture of an SD3-family transformer (the customary LoRA metadata value)."""
-    if dual_attention:
-        return "stable-diffusion-3.5-medium"
-    if qk_norm:
-        return "stable-diffusion-3.5-large"
-    return "stable-diffusion-3-medium" if layers == 24 else "stable-diffusion-3"
-
-
-def flux1_architecture(guidance_distilled: bool) -> str:
-    """modelspec.architecture of a FLUX.1 transformer: dev takes a guidance input, schnell does not."""
-    return "flux-1-dev" if guidance_distilled else "flux-1-schnell"
-
-
 def build_metadata(
     base: dict[str, str], facts: dict[str, Any], title: str, resolution: str | None = None
 ) -> dict[str, str]:

@@ -29,6 +29,11 @@ FAMILY = Family(
 )
 
 
+def architecture_name(guidance_distilled: bool) -> str:
+    """modelspec.architecture of a FLUX.1 transformer (both backends): dev takes a guidance input."""
+    return "flux-1-dev" if guidance_distilled else "flux-1-schnell"
+
+
 class Adapter(DiffusersAdapter):
     family = FAMILY
     max_sequence_length = 512
@@ -64,7 +69,7 @@ class Adapter(DiffusersAdapter):
         return unpack_latents(out, h, w)
 
     def architecture(self):
-        return "flux-1-dev" if self.guidance_distilled else "flux-1-schnell"
+        return architecture_name(self.guidance_distilled)
 
 
 def pack_latents(x: torch.Tensor) -> torch.Tensor:

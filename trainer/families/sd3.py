@@ -24,6 +24,15 @@ FAMILY = Family(
 )
 
 
+def architecture_name(layers: int = 0, dual_attention: bool = False, qk_norm: bool = False) -> str:
+    """modelspec.architecture of an SD3 transformer (both backends)."""
+    if dual_attention:
+        return "stable-diffusion-3.5-medium"
+    if qk_norm:
+        return "stable-diffusion-3.5-large"
+    return "stable-diffusion-3-medium" if layers == 24 else "stable-diffusion-3"
+
+
 class Adapter(DiffusersAdapter):
     family = FAMILY
     max_sequence_length = 256  # T5 tokens (the pipeline's default)
@@ -62,11 +71,7 @@ class Adapter(DiffusersAdapter):
 
     def architecture(self):
         c = self.pipe.transformer.config
-        if c.dual_attention_layers:
-            return "stable-diffusion-3.5-medium"
-        if c.qk_norm:
-            return "stable-diffusion-3.5-large"
-        return "stable-diffusion-3-medium" if c.num_layers == 24 else "stable-diffusion-3"
+        return architecture_name(c.num_layers, bool(c.dual_attention_layers), bool(c.qk_norm))
 
     @property
     def native_resolution(self):

@@ -13,7 +13,7 @@ from typing import Any
 
 from torch import nn
 
-from ...lora import flux1_architecture, sd3_architecture
+from ...families import flux, sd3
 
 # Default LoRA targets (suffixes of module names inside the denoiser, as peft matches them).
 MMDIT_TARGETS = ("attn.qkv", "attn.proj", "attn2.qkv", "attn2.proj")  # SD3 / SD3.5 joint blocks
@@ -44,11 +44,11 @@ def architecture(patcher: Any) -> str:
     kind = type(patcher.model).__name__
     if kind == "SD3":
         # one name for every SD3 here: it is part of the trainer node's run key, so a finer name
-        # (sd3_architecture of the unet_config) would stop existing runs from resuming
-        return sd3_architecture(layers=0)
+        # (sd3.architecture_name of the unet_config) would stop existing runs from resuming
+        return sd3.architecture_name()
     if kind.startswith("Flux"):
         guided = getattr(patcher.model.diffusion_model, "params", None)
-        return flux1_architecture(getattr(guided, "guidance_embed", False))
+        return flux.architecture_name(getattr(guided, "guidance_embed", False))
     return f"comfyui-{kind.lower()}"
 
 
