@@ -27,6 +27,7 @@ from normguard.trainer.config import TrainConfig
 from normguard.trainer.families.flux import pack_latents, unpack_latents
 from normguard.trainer.loop import train
 from normguard.trainer.lora import normguard_facts, read_lora_metadata
+from normguard.trainer.rollout import guided_velocity
 
 H = W = 64
 PROMPTS = ["a photo of a cat", "a sign that says hello world"]
@@ -72,7 +73,7 @@ def load(folder: Path) -> DiffusersBackend:
 
 
 def pipeline_run(
-    name: str, pipe, noise: torch.Tensor, steps: int, prompts: list[str] = PROMPTS
+    name: str, pipe, noise: torch.Tensor, steps: int, prompts: list[str] = PROMPTS, **kwargs
 ) -> torch.Tensor:
     """The pipeline's own latents after each step from `noise` (spatial layout), noise first."""
     states = [noise]
@@ -95,7 +96,7 @@ def pipeline_run(
         latents=pack_latents(noise) if name in PACKED else noise,
         output_type="latent",
         callback_on_step_end=record,
-        **NO_CFG[name],
+        **(kwargs or NO_CFG[name]),
     )
     return torch.stack(states)
 
@@ -126,6 +127,40 @@ def test_euler_steps_reproduce_the_pipelines_own(family):
     x, s = noise[:1].expand(2, -1, -1, -1), sigmas[:1].expand(2)
     v = backend.velocity(x, s, cond)
     assert (v[0] - v[1]).abs().max() > 1e-5
+
+
+# pipeline kwargs for plain classifier-free guidance uncond + 2 (cond - uncond) with the "" negative prompt
+CFG2 = {
+    "sd3": {"guidance_scale": 2.0},
+    "chroma": {"guidance_scale": 2.0},
+    "zimage": {
+        "guidance_scale": 1.0,
+        "cfg_normalization": False,
+        "cfg_truncation": 1.0,
+    },  # pos + g (pos - neg)
+    "lumina2": {"guidance_scale": 2.0, "cfg_normalization": False, "cfg_trunc_ratio": 1.0},
+    "auraflow": {"guidance_scale": 2.0},
+    "flux2": {"guidance_scale": 2.0},
+    "hidream": {"guidance_scale": 2.0},
+}
+
+
+@pytest.mark.parametrize("name", sorted(CFG2))
+def test_guided_steps_reproduce_the_pipelines_cfg(name, family_root):
+    """With cfg = 2 our sampler's guided velocity (the "" prompt as the negative) is the pipeline's own
+    guided step: the negative conditioning is what the pipeline builds for it."""
+    backend = load(folder_of(name, family_root))
+    noise = torch.randn(len(PROMPTS), *backend.latent_shape(H, W), generator=torch.Generator().manual_seed(4))
+    states = pipeline_run(name, backend.pipe, noise, 2, **CFG2[name])
+    sigmas = backend.schedule(2, H, W)
+    cond, uncond = backend.encode_prompts(PROMPTS), backend.encode_prompts(["", ""])
+    for k in range(2):
+        v = guided_velocity(backend, states[k], sigmas[k].expand(len(PROMPTS)), cond, uncond, 2.0)
+        torch.testing.assert_close(states[k] + (sigmas[k + 1] - sigmas[k]) * v, states[k + 1], **TIGHT)
+    unguided = backend.velocity(states[0], sigmas[0].expand(len(PROMPTS)), cond)
+    assert (
+        guided_velocity(backend, states[0], sigmas[0].expand(2), cond, uncond, 2.0) - unguided
+    ).abs().max() > 1e-4
 
 
 def test_decode_is_the_pipelines(family):

@@ -13,7 +13,7 @@ FAMILY = Family(
     comfy_models=("Lumina2",),
     lora_targets=("to_q", "to_k", "to_v", "to_out.0"),
     targets_from="diffusers train_dreambooth_lora_lumina2.py",
-    notes="Gemma-2 attention mask; system prompt prepended as the pipeline does",
+    notes="Gemma-2 attention mask; system prompt prepended to prompts (not to the empty negative)",
 )
 
 
@@ -22,11 +22,12 @@ class Adapter(DiffusersAdapter):
     max_sequence_length = 256
 
     def encode_prompts(self, prompts, device):
-        embeds, mask, *_ = self.pipe.encode_prompt(
-            prompt=list(prompts),
-            do_classifier_free_guidance=False,
-            device=device,
-            max_sequence_length=self.max_sequence_length,
+        # the pipeline prepends its system prompt to prompts but not to the negative prompt, so the
+        # empty prompt (the CFG negative) is encoded bare, as the pipeline encodes its default negative
+        system = self.pipe.system_prompt + " <Prompt Start> "
+        text = [p if p == "" else system + p for p in prompts]
+        embeds, mask = self.pipe._get_gemma_prompt_embeds(
+            text, device=device, max_sequence_length=self.max_sequence_length
         )
         return {"prompt_embeds": embeds, "prompt_attention_mask": mask}
 
