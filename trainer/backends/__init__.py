@@ -1,4 +1,5 @@
-"""Model backends: one protocol (base.FlowBackend), one implementation per model family."""
+"""Model backends: one protocol (base.FlowBackend), one implementation per way of loading a model
+(TinyFlow, a diffusers pipeline, a ComfyUI MODEL); model families are data in trainer/families/."""
 
 from __future__ import annotations
 
