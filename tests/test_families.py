@@ -295,3 +295,20 @@ def test_the_targets_table_in_the_code_is_the_descriptors():
     rows = [line.split("|")[1:3] for line in families.__doc__.splitlines() if line.startswith("| ")]
     table = {name.strip(): tuple(targets.split()) for name, targets in rows[1:]}
     assert table == {name: fam.lora_targets for name, fam in families.FAMILIES.items()}
+
+
+def test_bf16_with_gradient_checkpointing_trains(family):
+    """The memory settings of a real run: bf16 compute, checkpointed blocks, an fp32 adapter that gets
+    finite gradients (masks keep their integer/bool dtype: the transformers index with them)."""
+    name, folder = family
+    backend = DiffusersBackend.from_pretrained(str(folder), dtype="bf16", gradient_checkpointing=True)
+    backend.add_lora(rank=2, init="gaussian_nonzero")
+    cond = backend.encode_prompts(PROMPTS)
+    assert all(v.dtype in (torch.bfloat16, torch.bool, torch.int64) for v in cond.values())
+    x = torch.randn(2, *backend.latent_shape(H, W), generator=torch.Generator().manual_seed(5))
+    backend.pipe.transformer.train()
+    v = backend.velocity(x, torch.tensor([0.6, 0.2]), cond)
+    v.float().square().mean().backward()
+    grads = [p.grad for p in backend.trainable_parameters()]
+    assert v.dtype == torch.bfloat16 and all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert any(g.abs().max() > 0 for g in grads)

@@ -146,7 +146,7 @@ class DiffusersBackend(PeftLoraBackend):
             if isinstance(component, nn.Module):
                 component.requires_grad_(False).eval()
         if gradient_checkpointing:
-            pipe.transformer.enable_gradient_checkpointing()
+            self.adapter.enable_gradient_checkpointing()
         pipe.set_progress_bar_config(disable=True)
 
     @classmethod

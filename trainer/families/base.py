@@ -122,6 +122,10 @@ class DiffusersAdapter(ABC):
         sigmas = None if config.get("use_flow_sigmas", False) else np.linspace(1.0, 1 / steps, steps)
         return {"sigmas": sigmas, "mu": calculate_shift(tokens, config)}
 
+    def enable_gradient_checkpointing(self) -> None:
+        """Recompute each transformer block in backward (diffusers' own switch)."""
+        self.pipe.transformer.enable_gradient_checkpointing()
+
     @abstractmethod
     def architecture(self) -> str:
         """modelspec.architecture of the base model (best effort)."""

@@ -3,8 +3,11 @@ a 64-channel VAE at 32x)."""
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
+import torch.utils.checkpoint
 
 from .base import DiffusersAdapter, Family
 
@@ -57,6 +60,16 @@ class Adapter(DiffusersAdapter):
             guidance=g,
             return_dict=False,
         )[0]
+
+    def enable_gradient_checkpointing(self):
+        """diffusers' checkpoint function takes positional arguments only, but this transformer passes its
+        blocks keyword arguments (attention_mask, image_rotary_emb): use torch's non-reentrant checkpoint,
+        which forwards them."""
+        transformer = self.pipe.transformer
+        transformer.enable_gradient_checkpointing()
+        transformer._gradient_checkpointing_func = functools.partial(
+            torch.utils.checkpoint.checkpoint, use_reentrant=False
+        )
 
     def timestep_kwargs(self, steps, tokens):
         return {"sigmas": np.linspace(1.0, 0.0, steps + 1)[:-1]}
