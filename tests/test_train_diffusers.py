@@ -15,6 +15,8 @@ from normguard.trainer.config import TrainConfig
 from normguard.trainer.loop import train
 from normguard.trainer.lora import normguard_facts, read_lora_metadata
 
+SIDE = 64  # the tiny pipelines' FLUX default would be 1024 px (default_sample_size 128 x VAE 8)
+
 
 def images(folder, lora=None) -> torch.Tensor:
     pipe = DiffusionPipeline.from_pretrained(folder, local_files_only=True)
@@ -26,6 +28,8 @@ def images(folder, lora=None) -> torch.Tensor:
         generator=torch.Generator().manual_seed(0),
         output_type="pt",
         guidance_scale=1.0,
+        height=SIDE,
+        width=SIDE,
     )
     return out.images
 
@@ -47,6 +51,8 @@ def tiny_run(folder, tmp_path, **overrides) -> TrainConfig:
         tensorboard=False,
         out=str(tmp_path / "run"),
         lora_rank=4,
+        height=SIDE,
+        width=SIDE,
         **overrides,
     )
 
