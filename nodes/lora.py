@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from comfy_api.latest import io
+from safetensors.torch import load_file
 
-from ..trainer.files import atomic_write, free_path
-from ..trainer.lora import normguard_facts
+from ..trainer.files import atomic_write, free_path, read_json, write_json
+from ..trainer.lora import all_finite, normguard_facts
 from .messages import show_text
 
 
@@ -63,14 +64,23 @@ def publish_lora(src: Path, name: str, record: Path, iterations: int) -> str:
     import folder_paths
 
     root = Path(folder_paths.get_folder_paths("loras")[0])
-    if record.is_file():
-        saved = json.loads(record.read_text(encoding="utf-8"))
-        if saved.get("iterations") == iterations and (root / saved.get("file", "")).is_file():
-            return saved["file"]
+    try:
+        saved = read_json(record, "export record") if record.is_file() else {}
+    except ValueError:
+        saved = {}  # a record cut short by a kill: publish again
+    if isinstance(saved, dict) and saved.get("iterations") == iterations:
+        file = saved.get("file")
+        if isinstance(file, str) and Path(file).name == file and (root / file).is_file():
+            return file
+    tensors = load_file(str(src))
+    if not all_finite(tensors.values()):
+        raise ValueError(
+            f"{Path(src).name} holds NaN or inf weights; it is not published into the loras folder"
+        )
     root.mkdir(parents=True, exist_ok=True)
     dest = free_path(root / f"{name}.safetensors")
     atomic_write(dest, lambda tmp: shutil.copyfile(src, tmp))
-    record.write_text(json.dumps({"iterations": iterations, "file": dest.name}), encoding="utf-8")
+    write_json(record, {"iterations": iterations, "file": dest.name})
     return dest.name
 
 

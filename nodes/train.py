@@ -9,7 +9,6 @@ The finished (or cancelled) LoRA is copied into the first loras folder under a f
 from __future__ import annotations
 
 import dataclasses
-import math
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +25,9 @@ from ..trainer.backends.comfy import (
     model_fingerprint,
 )
 from ..trainer.callbacks import Callback
-from ..trainer.checkpoint import CONFIG_FILE, config_differences
+from ..trainer.checkpoint import CONFIG_FILE, RunDir, config_differences
 from ..trainer.config import TrainConfig, canonical_keys, read_prompt_lines
+from ..trainer.files import json_safe, read_yaml
 from ..trainer.loop import Trainer
 from ..trainer.rewards import build_rewards
 from .lora import apply_lora_file, publish_lora
@@ -58,16 +58,6 @@ def clean_lora_name(name: str) -> str:
     if not name or any(c in name for c in '/\\:*?"<>|') or name in (".", "..") or name.startswith("."):
         raise ValueError(f"lora_name must be a plain file name (letters, digits, - and _), got {name!r}")
     return name
-
-
-def json_safe(value: Any) -> Any:
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    return value
 
 
 def preview_grid(images: torch.Tensor, count: int = 4) -> Any:
@@ -173,10 +163,16 @@ def find_run_dir(base: Path, cfg: TrainConfig) -> tuple[Path, bool]:
     for folder in candidates:
         saved = folder / CONFIG_FILE
         if saved.is_file():
-            if not config_differences(yaml.safe_load(saved.read_text(encoding="utf-8")) or {}, cfg.to_dict()):
+            try:
+                old = read_yaml(saved, "the saved config")
+            except ValueError:
+                continue
+            if isinstance(old, dict) and not config_differences(old, cfg.to_dict()):
                 return folder, False
     if not base.exists() or not any(base.iterdir()):
         return base, False
+    if (base / CONFIG_FILE).is_file() and not RunDir(base).checkpoints():
+        return base, False  # a run that never got its first checkpoint: RunDir takes it over
     return base, True  # Trainer(new_run=True) creates base/run-NNN
 
 
@@ -312,6 +308,8 @@ class NormGuardTrainLoRA(io.ComfyNode):
                     config, backend=backend, rewards=rewards, callbacks=[progress], new_run=new_run
                 )
                 result = trainer.run()
+                if result.status.startswith("failed"):  # NaN weights: never published
+                    raise RuntimeError(f"NormGuardTrainLoRA: {result.status}")
             except BaseException:  # Cancel (InterruptProcessingException) or an error
                 keep_last_lora(trainer, name, progress)
                 raise

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from .files import json_safe
 
 
 class Callback:
@@ -53,20 +56,60 @@ class CallbackList:
             getattr(c, event)(*args)
 
 
-class MetricsWriter(Callback):
-    """metrics.jsonl (appended, one line per iteration) and TensorBoard scalars."""
+def read_metrics_rows(path: str | Path) -> list[dict[str, Any]]:
+    """The rows of a metrics.jsonl; a line cut short by a kill (or anything not a JSON object) is
+    skipped, and null stands for a non-finite value."""
+    rows = []
+    for line in Path(path).read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict) and isinstance(row.get("iteration"), int):
+            rows.append(row)
+    return rows
 
-    def __init__(self, run_dir: Path, tensorboard: bool = True):
+
+def trim_metrics(path: Path, keep_through: int | None) -> None:
+    """Cut metrics.jsonl back to the rows up to iteration `keep_through` (None: no row), so that a
+    resumed run does not log the iterations after its checkpoint twice. The kept prefix is never
+    rewritten: the file is truncated after it (which also drops a torn last line)."""
+    if not path.is_file():
+        return
+    data, keep, last = path.read_bytes(), 0, -1
+    if keep_through is not None:
+        for line in data.splitlines(keepends=True):
+            try:
+                it = json.loads(line)["iteration"] if line.endswith(b"\n") else None
+            except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
+                it = None
+            if not isinstance(it, int) or it > keep_through or it < last:
+                break
+            keep, last = keep + len(line), it
+    if keep < len(data):
+        os.truncate(path, keep)
+
+
+class MetricsWriter(Callback):
+    """metrics.jsonl (appended, one line per iteration, non-finite values as null) and TensorBoard
+    scalars. `resume_at`: the checkpoint's iteration when resuming (None for a fresh start): rows and
+    TensorBoard points after it are dropped, so no iteration shows twice."""
+
+    def __init__(self, run_dir: Path, tensorboard: bool = True, resume_at: int | None = None):
         self.path = Path(run_dir) / "metrics.jsonl"
+        trim_metrics(self.path, resume_at)
         self.tb = None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.tb = SummaryWriter(str(Path(run_dir) / "tensorboard"))
+            # purge_step: TensorBoard drops the earlier session's points from this step on
+            purge = 0 if resume_at is None else resume_at + 1
+            self.tb = SummaryWriter(str(Path(run_dir) / "tensorboard"), purge_step=purge)
 
     def on_iteration_end(self, iteration: int, metrics: dict[str, Any]) -> None:
+        line = json.dumps(json_safe({"iteration": iteration, **metrics}), allow_nan=False) + "\n"
         with self.path.open("a", encoding="utf-8") as f:
-            f.write(json.dumps({"iteration": iteration, **metrics}) + "\n")
+            f.write(line)
         if self.tb is not None:
             for k, v in metrics.items():
                 if isinstance(v, (int, float)) and math.isfinite(v):

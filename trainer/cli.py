@@ -174,6 +174,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     except (ValueError, FileNotFoundError, RunDirError) as e:
         print(f"normguard: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # a full disk or a lost mount: every finished checkpoint is kept
+        print(
+            f"normguard: error: {e}\nThe run keeps its last finished checkpoint; fix the cause and run the same "
+            "command again to resume.",
+            file=sys.stderr,
+        )
+        return 1
     if result.lora_path is not None:
         print(
             f"LoRA: {result.lora_path}\nrun: {result.run_dir} ({result.iterations} iterations, {result.status})"

@@ -10,6 +10,7 @@ sampler step on the policy's own trajectory — the one place the per-step refer
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,7 @@ from PIL import Image
 
 from .backends import Cond, FlowBackend
 from .config import TrainConfig
+from .files import atomic_write
 from .rewards import Reward, RewardSet, RewardSpec, load_reward
 from .rollout import randn, sample
 
@@ -50,9 +52,13 @@ def image_grid(rows: list[torch.Tensor], pad: int = 2) -> torch.Tensor:
 
 def save_png(image: torch.Tensor, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    arr = (image.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-    Image.fromarray(arr).save(path)
-    return path
+    arr = (image.permute(1, 2, 0).nan_to_num(0.0).clamp(0, 1).numpy() * 255).round().astype(np.uint8)
+    return atomic_write(path, lambda tmp: Image.fromarray(arr).save(tmp, format="PNG"))
+
+
+def _number(value: Any) -> float:
+    """A metric as a float; NaN where it is missing or null (a non-finite value saved as JSON)."""
+    return float(value) if isinstance(value, (int, float)) else math.nan
 
 
 def load_monitors(cfg: TrainConfig, device: torch.device) -> dict[str, Reward]:
@@ -145,7 +151,10 @@ class DriftMonitor:
         return {"base": self.base, "best": self.best}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.base, self.best = state.get("base"), tuple(state["best"]) if state.get("best") else None
+        best = state.get("best")
+        self.base = state.get("base")
+        # a best score saved as NaN (or null) by an earlier version would block every later one
+        self.best = (best[0], best[1]) if best and math.isfinite(_number(best[0])) else None
 
     def check(self, ev: Evaluation) -> list[str]:
         m = ev.metrics
@@ -153,23 +162,33 @@ class DriftMonitor:
             self.base = dict(m)
             return []
         out = []
-        if m.get("rho_mean", 1.0) > self.cfg.warn_rho:
+        rho = _number(m.get("rho_mean", 1.0))
+        if not math.isfinite(rho):
+            out.append(f"iteration {ev.iteration}: rho is {rho}: the policy's velocities are not finite")
+        elif rho > self.cfg.warn_rho:
             out.append(
-                f"iteration {ev.iteration}: rho {m['rho_mean']:.3f} > warn_rho {self.cfg.warn_rho}: the "
+                f"iteration {ev.iteration}: rho {rho:.3f} > warn_rho {self.cfg.warn_rho}: the "
                 "velocity norm is inflating above the reference's"
             )
-        if self.quality_drop(m) > self.cfg.warn_quality_drop:
+        drop = self.quality_drop(m)
+        if not math.isfinite(drop):
             out.append(
-                f"iteration {ev.iteration}: {self.quality_key} fell {self.quality_drop(m):.2f} below the base "
+                f"iteration {ev.iteration}: {self.quality_key} is not a number (the base model's: "
+                f"{_number(self.base.get(self.quality_key))}): images may be degrading"
+            )
+        elif drop > self.cfg.warn_quality_drop:
+            out.append(
+                f"iteration {ev.iteration}: {self.quality_key} fell {drop:.2f} below the base "
                 f"model's (> warn_quality_drop {self.cfg.warn_quality_drop}): images may be degrading"
             )
         return out
 
     def quality_drop(self, m: dict[str, Any]) -> float:
+        """How far the quality score fell below the base model's; NaN when either is not a number."""
         k = self.quality_key
         if k is None or self.base is None or k not in m or k not in self.base:
             return 0.0
-        return self.base[k] - m[k]
+        return _number(self.base[k]) - _number(m[k])
 
     def is_best(self, ev: Evaluation) -> bool:
         """True when this evaluation beats the best so far under the keep_best criterion."""
@@ -177,13 +196,13 @@ class DriftMonitor:
         if mode == "none" or ev.iteration == 0:
             return False
         if mode == "reward":
-            if self.quality_drop(ev.metrics) > self.cfg.warn_quality_drop:
+            if not self.quality_drop(ev.metrics) <= self.cfg.warn_quality_drop:  # NaN drop: not best
                 return False
-            score = ev.metrics["eval_reward"]
+            score = _number(ev.metrics.get("eval_reward"))
         else:
-            if self.quality_key not in ev.metrics:
-                return False
-            score = ev.metrics[self.quality_key]
+            score = _number(ev.metrics.get(self.quality_key))
+        if not math.isfinite(score):  # NaN would never compare greater, and freeze the best forever
+            return False
         if self.best is None or score > self.best[0]:
             self.best = (score, ev.iteration)
             return True

@@ -25,11 +25,11 @@ from safetensors.torch import load_file
 
 from .backends import FlowBackend, cond_cat, load_backend
 from .callbacks import Callback, CallbackList, MetricsWriter
-from .checkpoint import RunDir
+from .checkpoint import Checkpoint, RunDir
 from .config import TrainConfig
 from .dtypes import resolve_dtype
 from .evaluation import DriftMonitor, Evaluation, Evaluator, load_monitors, quality_key, save_png
-from .lora import build_metadata, save_lora
+from .lora import NonFiniteLoRA, all_finite, build_metadata, save_lora
 from .methods import Method, RolloutData, batch_size, make_method, select, step_distillation_warning
 from .old_policy import OldPolicy
 from .penalty import norm_stats, normguard_penalty, resolve_form
@@ -121,8 +121,9 @@ class Trainer:
             else None
         )
         self.state = {"iteration": 0, "optimizer_steps": 0, "nonfinite_streak": 0, "nonfinite_total": 0}
-        if ckpts := self.run_dir.checkpoints():
-            self._restore(ckpts[-1])
+        self.resumed_from = self.run_dir.newest_readable_checkpoint()
+        if self.resumed_from is not None:
+            self._restore(self.resumed_from)
         if world > 1:
             self.backend.wrap_for_training(acc.prepare_model)
         self.optimizer = acc.prepare_optimizer(self.optimizer)
@@ -155,7 +156,10 @@ class Trainer:
             )
         if "drift" in self.state:
             self.drift.load_state_dict(self.state["drift"])
-        writers = [MetricsWriter(self.run_dir.root, cfg.tensorboard)] if acc.is_main_process else []
+        resume_at = self.state["iteration"] if self.resumed_from is not None else None
+        writers = (
+            [MetricsWriter(self.run_dir.root, cfg.tensorboard, resume_at)] if acc.is_main_process else []
+        )
         self.callbacks = CallbackList([*writers, *callbacks] if acc.is_main_process else [])
 
     # --- the loop ---------------------------------------------------------------------------------
@@ -182,6 +186,13 @@ class Trainer:
                 data, metrics = self.collect(it, gen)
                 consistent = False
                 metrics |= self.optimize(data, gen)
+                if not all_finite(self.params):
+                    result.status = (
+                        f"failed: the LoRA weights became non-finite at iteration {it + 1}; nothing was saved "
+                        f"after iteration {self._saved_iteration()} (its LoRA and checkpoint are kept)"
+                    )
+                    log.error(result.status)
+                    break
                 state["iteration"] = it + 1
                 consistent = True
                 metrics["time_iteration"] = self._clock() - t0
@@ -205,11 +216,20 @@ class Trainer:
                 if stop:
                     result.status = f"stopped: {stop}"
                     break
-            if result.lora_path is None:
+            if result.status.startswith("failed"):
+                result.lora_path = self._last_lora()
+            elif result.lora_path is None:
                 result.lora_path = self.save(checkpoint=False)
-        except BaseException:
+        except NonFiniteLoRA as e:
+            result.status, result.lora_path = f"failed: {e}", self._last_lora()
+            log.error(result.status)
+        except BaseException as e:  # noqa: F841
             result.status = "interrupted"
-            result.lora_path = self.save(checkpoint=consistent)  # keep the last good LoRA
+            if all_finite(self.params):
+                try:  # keep the last good LoRA; a full disk must not hide the first error
+                    result.lora_path = self.save(checkpoint=consistent)
+                except Exception as save_error:
+                    log.error("could not save at the interruption (%s): %s", type(e).__name__, save_error)
             raise
         finally:
             self.callbacks("on_train_end", result)
@@ -319,7 +339,8 @@ class Trainer:
             self.callbacks("on_train_step", i + 1, len(chunks))
         t_step = self._clock()
         grad_norm = float(self.acc.clip_grad_norm_(self.params, cfg.grad_clip))
-        finite = math.isfinite(grad_norm)
+        # the clipped gradients, not only the norm: a NaN clip factor turns finite gradients into NaN
+        finite = math.isfinite(grad_norm) and all_finite(p.grad for p in self.params if p.grad is not None)
         if finite:
             self.optimizer.step()
             state["optimizer_steps"] += 1
@@ -435,6 +456,14 @@ class Trainer:
             broadcast_object_list(box)
         return box[0]
 
+    def _saved_iteration(self) -> int:
+        ckpts = self.run_dir.checkpoints()
+        return int(ckpts[-1].name.split("-")[1]) if ckpts else 0
+
+    def _last_lora(self) -> Path | None:
+        path = self.run_dir.lora_path(self.cfg.lora_name)
+        return path if path.is_file() else None
+
     def save(self, checkpoint: bool = True) -> Path | None:
         """Export the LoRA (and a checkpoint) from the main process; returns the LoRA's path."""
         if not self.acc.is_main_process:
@@ -473,10 +502,11 @@ class Trainer:
         }
         base = {"normguard.base_model": Path(cfg.model).name, **self.backend.lora_metadata()}  # no user paths
         meta = build_metadata(base, facts, title=name, resolution=f"{self.width}x{self.height}")
+        # raises NonFiniteLoRA rather than write NaN/inf (a cast to fp16 can overflow)
         return save_lora(self.run_dir.lora_path(name), self.backend.lora_state_dict(), meta, cfg.lora_dtype)
 
-    def _restore(self, path: Path) -> None:
-        tensors, optimizer, state = RunDir.load_checkpoint(path)
+    def _restore(self, ckpt: Checkpoint) -> None:
+        tensors, optimizer, state = ckpt.tensors, ckpt.optimizer, ckpt.state
         with torch.no_grad():
             for k, p in self.named.items():
                 p.copy_(tensors["adapter"][k])
@@ -485,6 +515,12 @@ class Trainer:
                     self.old.shadow[k].copy_(v)
         self.optimizer.load_state_dict(optimizer)
         self.state.update(state)
+        if self.acc.is_main_process:
+            msg = f"resuming {self.run_dir.root} from iteration {state['iteration']} (checkpoint {ckpt.path})"
+            if ckpt.skipped:
+                msg += "; newer checkpoints did not read cleanly: " + "; ".join(ckpt.skipped)
+            print(f"normguard: {msg}", flush=True)
+            log.info(msg)
 
 
 def train(cfg: TrainConfig, **kwargs: Any) -> TrainResult:

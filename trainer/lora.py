@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -31,11 +32,26 @@ def build_metadata(
     return meta
 
 
+class NonFiniteLoRA(ValueError):
+    """A LoRA holds NaN or inf: it is never written, the previous file stays."""
+
+
+def all_finite(tensors: Iterable[torch.Tensor]) -> bool:
+    return all(bool(torch.isfinite(t).all()) for t in tensors)
+
+
 def save_lora(
     path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str], dtype: str = "fp32"
 ) -> Path:
-    """Write the LoRA atomically (a crash leaves the previous file intact)."""
+    """Write the LoRA atomically (a crash leaves the previous file intact); refuse NaN/inf weights."""
     cast = {k: v.to(DTYPES[dtype]).contiguous() for k, v in tensors.items()}
+    if not all_finite(cast.values()):
+        bad = sorted(k for k, v in cast.items() if not torch.isfinite(v).all())
+        raise NonFiniteLoRA(
+            f"the LoRA holds non-finite values in {len(bad)} tensor(s) (e.g. {bad[0]}"
+            f"{'; fp16 overflow?' if dtype == 'fp16' else ''}); {Path(path).name} was not written, "
+            "the last good one is kept"
+        )
     return atomic_write(path, lambda tmp: save_file(cast, str(tmp), metadata=metadata))
 
 

@@ -8,12 +8,13 @@ themselves, whichever way they point.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .callbacks import read_metrics_rows
 
 ARM_STYLE = {"unguarded": ("without NormGuard", "tab:red"), "normguard": ("with NormGuard", "tab:blue")}
 MODEL_LABEL = {"base": "base model", "unguarded": "without NormGuard", "normguard": "with NormGuard"}
@@ -33,7 +34,7 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     path = Path(run_dir) / "metrics.jsonl"
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist: was the run trained?")
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return read_metrics_rows(path)
 
 
 def running_mean(values: list[float], window: int) -> np.ndarray:
