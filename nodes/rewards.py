@@ -19,8 +19,9 @@ from comfy_api.latest import io
 
 from ..trainer import rewards as reward_lib
 from ..trainer.config import read_prompt_lines
+from .inputs import MAX_OPTIONS, capped
 from .messages import show_text
-from .types import RewardType
+from .types import RewardType, reward_specs
 
 FOLDER = "rewards"
 
@@ -47,18 +48,69 @@ def reward_entries() -> list[str]:
 
 
 def resolve_entry(name: str) -> str:
-    """The full path of a rewards-folder entry; refuses anything that would leave the folder."""
+    """The full path of a rewards-folder entry (one listed by reward_entries: a plain name, never
+    '.', '..', a folder path or a hidden file); refuses anything that would resolve outside it."""
     import folder_paths
 
-    if not name or os.path.isabs(name) or ".." in Path(name).parts or os.sep in name or "/" in name:
-        raise ValueError(f"{name!r} is not an entry of the models/{FOLDER} folder")
+    if not isinstance(name, str) or name not in reward_entries():
+        raise ValueError(
+            f"{name!r} is not in the models/{FOLDER} folder ({', '.join(reward_entries()) or 'empty'})"
+        )
     for root in folder_paths.get_folder_paths(FOLDER):
         path = os.path.join(root, name)
-        if os.path.exists(path) and os.path.realpath(path).startswith(os.path.realpath(root)):
+        real, real_root = Path(os.path.realpath(path)), Path(os.path.realpath(root))
+        # compared by path components: models/rewards_evil is not inside models/rewards
+        if os.path.exists(path) and real != real_root and real.is_relative_to(real_root):
             return path
-    raise ValueError(
-        f"{name!r} is not in the models/{FOLDER} folder ({', '.join(reward_entries()) or 'empty'})"
+    raise ValueError(f"{name!r} resolves outside the models/{FOLDER} folder")
+
+
+# suffixes of files a reward option could name; such a string must be an entry of models/rewards
+FILE_SUFFIXES = {
+    ".pt",
+    ".pth",
+    ".bin",
+    ".safetensors",
+    ".ckpt",
+    ".json",
+    ".onnx",
+    ".txt",
+    ".yaml",
+    ".yml",
+    ".npz",
+}
+
+
+def looks_like_path(text: str) -> bool:
+    """Whether a string could reach a file: separators, '~', '.', a drive, a file suffix, or a name
+    that exists relative to ComfyUI's working folder (input, models, ...)."""
+    return (
+        any(c in text for c in "/\\:")
+        or text.startswith("~")
+        or text in (".", "..")
+        or os.path.isabs(text)
+        or Path(text).suffix.lower() in FILE_SUFFIXES
+        or (text.strip() != "" and os.path.lexists(text))
     )
+
+
+def check_option_values(value: Any, where: str, entries: set[str], who: str) -> Any:
+    """`value` with every string (nested ones too) that names a rewards-folder entry replaced by its
+    path; any other string that could be a path is refused."""
+    if isinstance(value, str):
+        if value in entries:
+            return resolve_entry(value)
+        if looks_like_path(value):
+            raise ValueError(
+                f"{who}: option {where}={value!r}: give files by their name in models/{FOLDER} "
+                f"({', '.join(sorted(entries)) or 'empty'})"
+            )
+        return value
+    if isinstance(value, list):
+        return [check_option_values(v, f"{where}[{i}]", entries, who) for i, v in enumerate(value)]
+    if isinstance(value, dict):
+        return {k: check_option_values(v, f"{where}.{k}", entries, who) for k, v in value.items()}
+    return value
 
 
 def node_id(reward_id: str) -> str:
@@ -67,23 +119,17 @@ def node_id(reward_id: str) -> str:
 
 def parse_options(text: str, reward_id: str) -> dict[str, Any]:
     """A JSON object of reward options; strings naming a rewards-folder entry become its path."""
-    if not text.strip():
+    who = node_id(reward_id)
+    if not capped(text, MAX_OPTIONS, f"{who}: options").strip():
         return {}
     try:
         options = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{node_id(reward_id)}: options must be a JSON object: {e}") from e
+    except (json.JSONDecodeError, RecursionError) as e:
+        raise ValueError(f"{who}: options must be a JSON object: {e}") from e
     if not isinstance(options, dict):
-        raise ValueError(f"{node_id(reward_id)}: options must be a JSON object, got {text!r}")
+        raise ValueError(f"{who}: options must be a JSON object, got {text!r:.200}")
     entries = set(reward_entries())
-    for key, value in options.items():
-        if isinstance(value, str) and (os.path.isabs(value) or ".." in Path(value).parts):
-            raise ValueError(
-                f"{node_id(reward_id)}: option {key!r}={value!r}: give files by their name in models/{FOLDER}"
-            )
-        if isinstance(value, str) and value in entries:
-            options[key] = resolve_entry(value)
-    return options
+    return {k: check_option_values(v, k, entries, who) for k, v in options.items()}
 
 
 def make_reward_node(info: dict[str, Any]) -> type[io.ComfyNode]:
@@ -158,7 +204,12 @@ class NormGuardRewardCombine(io.ComfyNode):
 
     @classmethod
     def execute(cls, reward_1, reward_2, reward_3=None, reward_4=None) -> io.NodeOutput:
-        specs = [s for r in (reward_1, reward_2, reward_3, reward_4) if r for s in r]
+        specs = [
+            s
+            for r in (reward_1, reward_2, reward_3, reward_4)
+            if r
+            for s in reward_specs(r, "NormGuardRewardCombine")
+        ]
         names = [s.name for s in specs]
         if len(set(names)) != len(names):
             raise ValueError(f"NormGuardRewardCombine: each reward may appear once, got {names}")
@@ -214,7 +265,9 @@ class NormGuardScoreImages(io.ComfyNode):
 
         batch = images_to_core(images)
         texts = prompts_for(prompts, batch.shape[0], "NormGuardScoreImages")
-        rewards = reward_lib.build_rewards(list(reward), mm.get_torch_device())
+        rewards = reward_lib.build_rewards(
+            reward_specs(reward, "NormGuardScoreImages"), mm.get_torch_device()
+        )
         with torch.no_grad():
             parts = rewards.score(batch, texts)
         total = rewards.total(parts)

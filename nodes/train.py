@@ -14,7 +14,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 from comfy_api.latest import io, ui
 
 from ..trainer.backends.comfy import (
@@ -30,9 +29,10 @@ from ..trainer.config import TrainConfig, canonical_keys, read_prompt_lines
 from ..trainer.files import json_safe, read_yaml
 from ..trainer.loop import Trainer
 from ..trainer.rewards import build_rewards
+from .inputs import MAX_EXTRA, MAX_PROMPTS, capped, check_types, plain_yaml
 from .lora import apply_lora_file, publish_lora
 from .messages import send_event, show_text
-from .types import OptionsType, RewardType
+from .types import OptionsType, RewardType, TrainOptions, reward_specs
 from .widgets import NODE_DEFAULTS, config_input
 
 EVENT = "normguard.train"
@@ -50,13 +50,27 @@ FILE_KEYS = {"prompts_file", "eval_prompts_file", "init_lora", "monitor_rewards"
 OPTION_KEYS = {f.name for f in dataclasses.fields(TrainConfig)} - NODE_KEYS
 
 
+WINDOWS_DEVICES = {"CON", "PRN", "AUX", "NUL", *(f"{d}{i}" for d in ("COM", "LPT") for i in range(1, 10))}
+
+
 def clean_lora_name(name: str) -> str:
-    """A plain file name (no folders, no '..'); '.safetensors' may be typed or not."""
+    """A plain file name of letters, digits, '-', '_', '.' and spaces that every OS accepts (no
+    folders, no control or direction characters, no Windows device name); '.safetensors' optional."""
     name = name.strip()
     if name.lower().endswith(".safetensors"):
         name = name[: -len(".safetensors")]
-    if not name or any(c in name for c in '/\\:*?"<>|') or name in (".", "..") or name.startswith("."):
-        raise ValueError(f"lora_name must be a plain file name (letters, digits, - and _), got {name!r}")
+    if (
+        not name
+        or len(name) > 200
+        or not all(c.isalnum() or c in "-_. " for c in name)
+        or name.startswith(".")
+        or name.endswith((".", " "))
+        or name.split(".")[0].strip().upper() in WINDOWS_DEVICES
+    ):
+        raise ValueError(
+            "lora_name must be a plain file name of letters, digits, '-', '_', '.' and spaces (not starting "
+            f"with '.', not a Windows device name such as CON or NUL), got {name!r}"
+        )
     return name
 
 
@@ -178,7 +192,12 @@ def find_run_dir(base: Path, cfg: TrainConfig) -> tuple[Path, bool]:
 
 def build_config(options: dict[str, Any] | None, **node: Any) -> TrainConfig:
     """The node's inputs plus the options node's overrides, validated."""
+    if options is not None and not isinstance(options, TrainOptions):
+        raise ValueError("NormGuardTrainLoRA: options must come from a NormGuard Train Options node")
     options = dict(options or {})
+    files = sorted(k for k in FILE_KEYS & set(options) if k not in ("init_lora", "monitor_rewards"))
+    if files:  # no input lists a folder for these: a workflow cannot name such a file at all
+        raise ValueError(f"NormGuardTrainLoRA: options cannot set {files}")
     clash = sorted(set(options) & NODE_KEYS)
     if clash:
         raise ValueError(f"NormGuardTrainOptions cannot set {clash}: they are inputs of the trainer node")
@@ -253,14 +272,17 @@ class NormGuardTrainLoRA(io.ComfyNode):
 
         node = cls.hidden.unique_id
         check_flow_model(model, "NormGuardTrainLoRA")
-        prompt_list = read_prompt_lines(prompts)
+        prompt_list = read_prompt_lines(capped(prompts, MAX_PROMPTS, "NormGuardTrainLoRA: prompts"))
         if not prompt_list:
             raise ValueError("NormGuardTrainLoRA: prompts is empty; write one training prompt per line")
         if not reward:
             raise ValueError("NormGuardTrainLoRA: connect a reward node")
+        reward = reward_specs(reward, "NormGuardTrainLoRA: reward")
         name = clean_lora_name(lora_name)
         device = mm.get_torch_device()
-        options = dict(options or {})
+        if options is not None and not isinstance(options, TrainOptions):
+            raise ValueError("NormGuardTrainLoRA: options must come from a NormGuard Train Options node")
+        options = TrainOptions(options or {})
         lora_format = options.pop("lora_format", LORA_FORMATS[0])
         if options.get("init_lora"):
             options["init_lora"] = folder_paths.get_full_path_or_raise("loras", options["init_lora"])
@@ -412,25 +434,29 @@ class NormGuardTrainOptions(io.ComfyNode):
         cls, extra="", lora_targets="", lora_alpha=0.0, guidance=0.0, init_lora="none", monitor=None, options=None,
         **values,
     ) -> io.NodeOutput:  # fmt: skip
-        out = dict(options or {})
+        if options is not None and not isinstance(options, TrainOptions):
+            raise ValueError(
+                "NormGuardTrainOptions: options must come from another NormGuard Train Options node"
+            )
+        out = TrainOptions(options or {})
         out.update(values)
         out["lora_alpha"] = lora_alpha or None
         out["guidance"] = guidance or None
+        lora_targets = capped(lora_targets, MAX_EXTRA, "NormGuardTrainOptions: lora_targets")
         out["lora_targets"] = [
             t.strip() for t in lora_targets.replace("\n", ",").split(",") if t.strip()
         ] or None
         if init_lora != "none":
             out["init_lora"] = init_lora  # a name in the loras folder, resolved by the trainer node
         if monitor:
+            monitor = reward_specs(monitor, "NormGuardTrainOptions: monitor")
             out["monitor_rewards"] = [dataclasses.asdict(spec) for spec in monitor]
-        if extra.strip():
-            try:
-                parsed = yaml.safe_load(extra)  # data only: safe_load builds no objects
-            except yaml.YAMLError as e:
-                raise ValueError(f"NormGuardTrainOptions: extra is not valid YAML: {e}") from e
+        if capped(extra, MAX_EXTRA, "NormGuardTrainOptions: extra").strip():
+            parsed = plain_yaml(extra, "NormGuardTrainOptions: extra")
             if not isinstance(parsed, dict):
                 raise ValueError("NormGuardTrainOptions: extra must be a YAML mapping of TrainConfig keys")
             parsed = canonical_keys(parsed)
+            check_types(parsed, "NormGuardTrainOptions: extra")
             files = sorted(set(parsed) & FILE_KEYS)
             if files:
                 raise ValueError(

@@ -68,3 +68,19 @@ def test_hps_errors_name_the_problem(tmp_path, tiny_hps):
         load_reward(RewardSpec("hps", path=str(ckpt), options={"arch": "ViT-B-32"}))
     with pytest.raises(ValueError, match=r"unknown OpenCLIP architecture"):
         load_reward(RewardSpec("hps", path=str(ckpt), options={"arch": "No-Such-Arch"}))
+
+
+@pytest.mark.parametrize("arch", ["mt5-xl-ViT-H-14", "roberta-ViT-B-32", "nllb-clip-base"])
+def test_architectures_that_would_download_are_refused_before_loading(tiny_hps, arch, monkeypatch):
+    """Their text towers and tokenizers come from the Hugging Face Hub (open_clip fetches them even
+    with pretrained=None): refused by name, and no connection is attempted."""
+    import socket
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"a connection was attempted: {args[1:]}")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    ckpt, _, _ = tiny_hps
+    with pytest.raises(ValueError, match=r"fetches hf_model_name=.* from the Hugging Face Hub"):
+        load_reward(RewardSpec("hps", path=str(ckpt), options={"arch": arch}))

@@ -45,7 +45,25 @@ def _arch_name(open_clip, arch: str) -> str:
         arch = cfg.stem
     if arch not in open_clip.list_models():
         raise ValueError(f"hps: unknown OpenCLIP architecture {arch!r} (HPSv2.1 is 'ViT-H-14')")
+    if fetched := downloaded_parts(open_clip.get_model_config(arch) or {}):
+        raise ValueError(
+            f"hps: the OpenCLIP architecture {arch!r} fetches {', '.join(fetched)} from the Hugging Face Hub "
+            "when it loads; nothing is downloaded at run time, so only architectures built from the "
+            "checkpoint alone are accepted (HPSv2.1 is 'ViT-H-14')"
+        )
     return arch
+
+
+def downloaded_parts(config: dict) -> list[str]:
+    """What building an OpenCLIP architecture from `config` would fetch (with pretrained=None): Hugging
+    Face text towers and tokenizers (hf_* keys), pretrained timm image towers."""
+    text, vision = config.get("text_cfg") or {}, config.get("vision_cfg") or {}
+    parts = [
+        f"{k}={v}" for cfg in (text, vision) for k, v in cfg.items() if k.startswith("hf_") and "name" in k
+    ]
+    if vision.get("timm_model_pretrained"):
+        parts.append(f"pretrained timm weights {vision.get('timm_model_name')}")
+    return parts
 
 
 class Hps:
