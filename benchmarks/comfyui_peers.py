@@ -264,7 +264,12 @@ def ours_windows(events: list[tuple[float, dict[str, Any]]], node: str) -> list[
 def ours_seconds(metrics_file: Path) -> tuple[float, float, dict[str, float]]:
     """(training step, whole iteration, every phase) medians from the run's metrics.jsonl, first
     iteration left out."""
-    rows = [json.loads(line) for line in metrics_file.read_text().splitlines() if line.strip()]
+    rows = []
+    for line in metrics_file.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:  # a line cut short by a kill
+            continue
     rows = [r for r in rows if "time_iteration" in r][1:]
     if not rows:
         raise RuntimeError(f"{metrics_file} has fewer than 2 iterations (use --steps >= 3)")

@@ -48,6 +48,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from normguard.trainer.callbacks import read_metrics_rows
 from normguard.trainer.families.sd3 import FAMILY as SD3
 
 PROMPTS = [
@@ -306,7 +307,7 @@ def run_child(cmd: list[str], cwd: Path, log: Path, timeout: float) -> int:
 def ours_figures(out: Path) -> tuple[dict[str, float], float | None]:
     """Per-iteration seconds from our metrics.jsonl (first iteration left out), and the NormGuard weight."""
     metrics = next(out.rglob("metrics.jsonl"))
-    rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()][1:]
+    rows = read_metrics_rows(metrics)[1:]
     mean = lambda f: statistics.mean(f(r) for r in rows)  # noqa: E731
     figures = {
         "train": mean(lambda r: r["time_train_passes"] + r["time_optimizer"]),

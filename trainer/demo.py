@@ -14,7 +14,6 @@ as one process with two threads on these small batches), and every number is the
 from __future__ import annotations
 
 import dataclasses
-import json
 import multiprocessing as mp
 import queue as queue_mod
 import time
@@ -29,6 +28,7 @@ import torch
 
 from .callbacks import Callback
 from .config import TrainConfig, config_fields
+from .files import write_json
 
 ARMS = ("unguarded", "normguard")
 
@@ -272,7 +272,7 @@ def run_demo(
             for name, res in results[arm]["models"].items()
         },
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    write_json(out / "summary.json", summary)  # atomic; a non-finite number becomes null
     images = {
         name: {label: r["images"] for label, r in res.items()}
         for arm in ARMS

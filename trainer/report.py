@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from .callbacks import read_metrics_rows
+from .files import write_text
 
 ARM_STYLE = {"unguarded": ("without NormGuard", "tab:red"), "normguard": ("with NormGuard", "tab:blue")}
 MODEL_LABEL = {"base": "base model", "unguarded": "without NormGuard", "normguard": "with NormGuard"}
@@ -293,7 +294,7 @@ def write_demo_report(
         "",
     ]
     path = out / "report.md"
-    path.write_text("\n".join(lines), encoding="utf-8")
+    write_text(path, "\n".join(lines))
     return path
 
 
