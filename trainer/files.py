@@ -34,7 +34,10 @@ def _umask() -> int:
 
 def fsync_path(path: str | Path) -> None:
     """Flush a file's (or a folder's: its entries') data to the disk."""
-    flags = os.O_RDONLY | (os.O_DIRECTORY if Path(path).is_dir() and hasattr(os, "O_DIRECTORY") else 0)
+    if Path(path).is_dir():
+        flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)
+    else:  # Windows commits only a writable handle
+        flags = os.O_RDWR if os.name == "nt" else os.O_RDONLY
     try:
         fd = os.open(path, flags)
     except OSError:  # folders cannot be opened on Windows; their renames are durable there anyway

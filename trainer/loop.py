@@ -223,7 +223,7 @@ class Trainer:
         except NonFiniteLoRA as e:
             result.status, result.lora_path = f"failed: {e}", self._last_lora()
             log.error(result.status)
-        except BaseException as e:  # noqa: F841
+        except BaseException as e:
             result.status = "interrupted"
             if all_finite(self.params):
                 try:  # keep the last good LoRA; a full disk must not hide the first error
