@@ -3,37 +3,13 @@ naming its key (exit 2, nothing written); a start that failed does not block its
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
+import test_cli
 import yaml
-from conftest import PROMPTS
 
 from normguard.trainer import cli
 
-
-@pytest.fixture
-def config_file(tmp_path, tiny_model_dir) -> Path:
-    path = tmp_path / "run.yaml"
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "model": tiny_model_dir,
-                "prompts": PROMPTS[:2],
-                "rewards": ["jpeg_incompressibility"],
-                "iterations": 2,
-                "groups_per_iteration": 2,
-                "group_size": 4,
-                "sample_steps": 4,
-                "train_timesteps": 2,
-                "eval_every": 0,
-                "eval_quality": "",
-                "tensorboard": False,
-                "device": "cpu",
-            }
-        )
-    )
-    return path
+config_file = test_cli.config_file  # the CLI tests' tiny run config (a fixture)
 
 
 @pytest.mark.parametrize(
