@@ -29,7 +29,7 @@ from ..trainer.config import TrainConfig, canonical_keys, read_prompt_lines
 from ..trainer.files import json_safe, read_yaml
 from ..trainer.loop import Trainer
 from ..trainer.rewards import build_rewards
-from .inputs import MAX_EXTRA, MAX_PROMPTS, capped, check_types, plain_yaml
+from .inputs import MAX_EXTRA, MAX_PROMPTS, capped, plain_yaml
 from .lora import apply_lora_file, publish_lora
 from .messages import send_event, show_text
 from .types import OptionsType, RewardType, TrainOptions, reward_specs
@@ -456,7 +456,6 @@ class NormGuardTrainOptions(io.ComfyNode):
             if not isinstance(parsed, dict):
                 raise ValueError("NormGuardTrainOptions: extra must be a YAML mapping of TrainConfig keys")
             parsed = canonical_keys(parsed)
-            check_types(parsed, "NormGuardTrainOptions: extra")
             files = sorted(set(parsed) & FILE_KEYS)
             if files:
                 raise ValueError(
