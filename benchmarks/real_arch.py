@@ -206,7 +206,6 @@ def main() -> None:
     size = 64 if args.tiny else 512
     table: list[tuple[str, str, str]] = []
     if device.type == "cuda":
-        torch.backends.cuda.enable_cudnn_sdp(False)  # cuDNN SDPA backward crashed on FLUX shapes (ANCHORS.md)
         name = torch.cuda.get_device_name(device)
     else:
         name = platform.machine()

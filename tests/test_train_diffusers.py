@@ -12,7 +12,7 @@ from conftest import PROMPTS
 from diffusers import DiffusionPipeline
 
 from normguard.trainer.config import TrainConfig
-from normguard.trainer.loop import train
+from normguard.trainer.loop import Trainer, train
 from normguard.trainer.lora import normguard_facts, read_lora_metadata
 
 SIDE = 64  # the tiny pipelines' FLUX default would be 1024 px (default_sample_size 128 x VAE 8)
@@ -144,3 +144,31 @@ def test_bf16_training_on_fp8_base_weights_finishes_and_resumes(tiny_sd3_dir, tm
     assert [json.loads(line)["iteration"] for line in lines] == [1, 2, 3]  # resumed, not restarted
     base, tuned = images(tiny_sd3_dir), images(tiny_sd3_dir, longer.lora_path)
     assert torch.isfinite(tuned).all() and (base - tuned).abs().max() > 1e-4
+
+
+class RecordingProcessor:
+    """Wraps an attention processor; records, per call, whether it takes gradients and whether cuDNN
+    attention is allowed then. (Module hooks and torch-function modes do not see the forward that
+    checkpointing re-runs in backward; the processor is plain Python and does.)"""
+
+    def __init__(self, inner):
+        self.inner, self.calls = inner, []
+
+    def __call__(self, *args, **kwargs):
+        self.calls.append((torch.is_grad_enabled(), torch.backends.cuda.cudnn_sdp_enabled()))
+        return self.inner(*args, **kwargs)
+
+
+def test_cudnn_attention_is_off_for_gradient_passes_only(tiny_sd3_dir, tmp_path):
+    """The cuDNN SDPA guard (ANCHORS.md's H100 crash) covers every attention that takes gradients, the
+    checkpointed forward re-run inside backward included; rollouts and no-grad passes keep cuDNN."""
+    trainer = Trainer(tiny_run(tiny_sd3_dir, tmp_path, gradient_checkpointing=True).replace(iterations=1))
+    attn = trainer.backend.module.transformer_blocks[0].attn
+    attn.set_processor(recorder := RecordingProcessor(attn.processor))
+    trainer.run()
+    grad = [cudnn for g, cudnn in recorder.calls if g]
+    no_grad = [cudnn for g, cudnn in recorder.calls if not g]
+    # one trained micro-batch: its forward and the re-run in backward; 3 rollout steps, old and reference
+    assert len(grad) == 2 and not any(grad), recorder.calls
+    assert len(no_grad) == 3 + 2 and all(no_grad), recorder.calls
+    assert torch.backends.cuda.cudnn_sdp_enabled()  # restored after training

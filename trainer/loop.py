@@ -23,10 +23,11 @@ from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list
 from safetensors.torch import load_file
 
-from .backends import FlowBackend, cond_cat, load_backend
+from .backends import FlowBackend, cond_cat, load_backend, training_attention
 from .callbacks import Callback, CallbackList, MetricsWriter
 from .checkpoint import Checkpoint, RunDir
 from .config import TrainConfig
+from .distributed import full_tensor, load_optimizer_state, optimizer_state, shard, shard_like, uses_fsdp
 from .dtypes import resolve_dtype
 from .evaluation import DriftMonitor, Evaluation, Evaluator, load_monitors, quality_key, save_png
 from .lora import NonFiniteLoRA, all_finite, build_metadata, save_lora
@@ -81,6 +82,12 @@ class Trainer:
                 f"of processes ({world}): every process samples whole groups"
             )
         per = cfg.groups_per_iteration // world
+        self.fsdp = uses_fsdp(acc)
+        if self.fsdp and cfg.eval_every:
+            raise ValueError(
+                "eval_every must be 0 under FSDP: evaluation runs on the main process only, and a sharded "
+                "model needs every process for each forward; evaluate the saved LoRA afterwards"
+            )
         self.local_groups = range(rank * per, (rank + 1) * per)
         self.device = acc.device if (cfg.device == "auto" or world > 1) else torch.device(cfg.device)
         # the run folder: decided by the main process, shared with the others
@@ -122,11 +129,13 @@ class Trainer:
         )
         self.state = {"iteration": 0, "optimizer_steps": 0, "nonfinite_streak": 0, "nonfinite_total": 0}
         self.resumed_from = self.run_dir.newest_readable_checkpoint()
-        if self.resumed_from is not None:
-            self._restore(self.resumed_from)
-        if world > 1:
-            self.backend.wrap_for_training(acc.prepare_model)
-        self.optimizer = acc.prepare_optimizer(self.optimizer)
+        optimizer_saved = self._restore(self.resumed_from) if self.resumed_from is not None else None
+        if self.fsdp:
+            self._shard(optimizer_saved)
+        else:
+            if world > 1:
+                self.backend.wrap_for_training(acc.prepare_model)
+            self.optimizer = acc.prepare_optimizer(self.optimizer)
         self.height, self.width = (
             cfg.height or self.backend.default_size()[0],
             cfg.width or self.backend.default_size()[1],
@@ -177,6 +186,7 @@ class Trainer:
             },
         )
         consistent = True  # the weights match state["iteration"] (false only while an update is applied)
+        saved = False  # not the LoRA path: that is None on all but the main process
         try:
             if self.drift.base is None:
                 self.evaluate(0)  # the base model's numbers: what drift is measured against
@@ -196,6 +206,9 @@ class Trainer:
                 state["iteration"] = it + 1
                 consistent = True
                 metrics["time_iteration"] = self._clock() - t0
+                if self.device.type == "cuda":  # what the iteration held at most, per process
+                    metrics["memory_peak_gib"] = torch.cuda.max_memory_allocated(self.device) / 2**30
+                    torch.cuda.reset_peak_memory_stats(self.device)
                 stop = None
                 if cfg.eval_every and ((it + 1) % cfg.eval_every == 0 or it + 1 == cfg.iterations):
                     ev = self.evaluate(it + 1)
@@ -212,20 +225,21 @@ class Trainer:
                 result.metrics, result.iterations = metrics, it + 1
                 self.callbacks("on_iteration_end", it + 1, metrics)
                 if (it + 1) % cfg.checkpoint_every == 0 or it + 1 == cfg.iterations or stop:
-                    result.lora_path = self.save()
+                    result.lora_path, saved = self.save(), True
                 if stop:
                     result.status = f"stopped: {stop}"
                     break
             if result.status.startswith("failed"):
                 result.lora_path = self._last_lora()
-            elif result.lora_path is None:
+            elif not saved:
                 result.lora_path = self.save(checkpoint=False)
         except NonFiniteLoRA as e:
             result.status, result.lora_path = f"failed: {e}", self._last_lora()
             log.error(result.status)
         except BaseException as e:
             result.status = "interrupted"
-            if all_finite(self.params):
+            # under FSDP saving needs every process: the last checkpoint stands
+            if not self.fsdp and all_finite(self.params):
                 try:  # keep the last good LoRA; a full disk must not hide the first error
                     result.lora_path = self.save(checkpoint=consistent)
                 except Exception as save_error:
@@ -333,7 +347,8 @@ class Trainer:
             sync = nullcontext() if (last or wrapper is None) else self.acc.no_sync(wrapper)
             with sync:
                 loss, stats = self.loss(chunk)
-                self.acc.backward(loss * (n / rows))
+                with training_attention():  # checkpointed blocks re-run their forward in backward
+                    self.acc.backward(loss * (n / rows))
             for k, v in stats.items():
                 sums[k] = sums.get(k, 0.0) + v * n / rows
             self.callbacks("on_train_step", i + 1, len(chunks))
@@ -465,23 +480,33 @@ class Trainer:
         return path if path.is_file() else None
 
     def save(self, checkpoint: bool = True) -> Path | None:
-        """Export the LoRA (and a checkpoint) from the main process; returns the LoRA's path."""
+        """Export the LoRA (and a checkpoint) from the main process; returns the LoRA's path. Under FSDP
+        every process calls it: the sharded tensors are gathered first."""
+        if not (self.acc.is_main_process or self.fsdp):
+            return None
+        lora = self.backend.lora_state_dict() if self.fsdp else None
+        if checkpoint:
+            tensors = {"adapter": {k: full_tensor(p.detach()) for k, p in self.named.items()}}
+            if self.old is not None:
+                tensors["old_policy"] = {k: full_tensor(v) for k, v in self.old.shadow.items()}
+            optimizer = (
+                optimizer_state(self.backend.module, self.optimizer)
+                if self.fsdp
+                else self.optimizer.state_dict()
+            )
         if not self.acc.is_main_process:
             return None
-        path = self.save_lora(self.cfg.lora_name)
+        path = self.save_lora(self.cfg.lora_name, tensors=lora)
         if checkpoint:
-            tensors = {"adapter": {k: p.detach() for k, p in self.named.items()}}
-            if self.old is not None:
-                tensors["old_policy"] = self.old.shadow
             it = self.state["iteration"]
-            self.run_dir.save_checkpoint(
-                it, tensors, self.optimizer.state_dict(), dict(self.state), self.cfg.keep_checkpoints
-            )
+            self.run_dir.save_checkpoint(it, tensors, optimizer, dict(self.state), self.cfg.keep_checkpoints)
             self.callbacks("on_checkpoint", it, path)
         return path
 
-    def save_lora(self, name: str, extra: dict[str, Any] | None = None) -> Path:
-        """The adapter as a LoRA file with the run's facts in its metadata."""
+    def save_lora(
+        self, name: str, extra: dict[str, Any] | None = None, tensors: dict[str, torch.Tensor] | None = None
+    ) -> Path:
+        """The adapter (or `tensors`, its export already gathered) as a LoRA file with the run's facts."""
         cfg = self.cfg
         facts = {
             "method": cfg.method,
@@ -503,9 +528,11 @@ class Trainer:
         base = {"normguard.base_model": Path(cfg.model).name, **self.backend.lora_metadata()}  # no user paths
         meta = build_metadata(base, facts, title=name, resolution=f"{self.width}x{self.height}")
         # raises NonFiniteLoRA rather than write NaN/inf (a cast to fp16 can overflow)
-        return save_lora(self.run_dir.lora_path(name), self.backend.lora_state_dict(), meta, cfg.lora_dtype)
+        tensors = self.backend.lora_state_dict() if tensors is None else tensors
+        return save_lora(self.run_dir.lora_path(name), tensors, meta, cfg.lora_dtype)
 
-    def _restore(self, ckpt: Checkpoint) -> None:
+    def _restore(self, ckpt: Checkpoint) -> dict[str, Any] | None:
+        """Load a checkpoint; under FSDP returns the optimizer state, set once the optimizer is sharded."""
         tensors, optimizer, state = ckpt.tensors, ckpt.optimizer, ckpt.state
         with torch.no_grad():
             for k, p in self.named.items():
@@ -513,7 +540,6 @@ class Trainer:
             if self.old is not None:
                 for k, v in tensors["old_policy"].items():
                     self.old.shadow[k].copy_(v)
-        self.optimizer.load_state_dict(optimizer)
         self.state.update(state)
         if self.acc.is_main_process:
             msg = f"resuming {self.run_dir.root} from iteration {state['iteration']} (checkpoint {ckpt.path})"
@@ -521,6 +547,23 @@ class Trainer:
                 msg += "; newer checkpoints did not read cleanly: " + "; ".join(ckpt.skipped)
             print(f"normguard: {msg}", flush=True)
             log.info(msg)
+        if self.fsdp:
+            return optimizer
+        self.optimizer.load_state_dict(optimizer)
+        return None
+
+    def _shard(self, optimizer_saved: dict[str, Any] | None) -> None:
+        """FSDP2: shard the denoiser in place. Its parameters become new (sharded) objects, so the adapter's
+        handles, the optimizer's and the old policy's copy are taken again from the sharded ones."""
+        self.optimizer = shard(self.acc, self.backend.module, self.optimizer)
+        self.backend.adopt_sharded_module()
+        self.named = self.backend.named_trainable()
+        self.params = list(self.named.values())
+        if self.old is not None:
+            self.old.named = self.named
+            self.old.shadow = {k: shard_like(self.old.shadow[k], p) for k, p in self.named.items()}
+        if optimizer_saved is not None:
+            load_optimizer_state(self.backend.module, self.optimizer, optimizer_saved)
 
 
 def train(cfg: TrainConfig, **kwargs: Any) -> TrainResult:

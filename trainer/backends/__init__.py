@@ -7,9 +7,9 @@ from pathlib import Path
 
 import torch
 
-from .base import Cond, FlowBackend, cond_cat, cond_select, cond_to
+from .base import Cond, FlowBackend, cond_cat, cond_select, cond_to, training_attention
 
-__all__ = ["Cond", "FlowBackend", "cond_cat", "cond_select", "cond_to", "load_backend"]
+__all__ = ["Cond", "FlowBackend", "cond_cat", "cond_select", "cond_to", "load_backend", "training_attention"]
 
 
 def load_backend(

@@ -70,6 +70,20 @@ def check_steps(steps: int) -> None:
         raise ValueError(f"steps={steps!r}: need a positive integer")
 
 
+@contextmanager
+def training_attention() -> Iterator[None]:
+    """No cuDNN scaled-dot-product attention while gradients are taken: its backward crashed with an
+    illegal memory access on FLUX-sized attention (H100, torch 2.11 + CUDA 13, ANCHORS.md). Flash and
+    memory-efficient attention remain; no-grad passes (rollouts) keep cuDNN's fast forward. Enter it
+    around the backward too: gradient checkpointing re-runs the forward there. No effect on CPU."""
+    enabled = torch.backends.cuda.cudnn_sdp_enabled()
+    torch.backends.cuda.enable_cudnn_sdp(False)
+    try:
+        yield
+    finally:
+        torch.backends.cuda.enable_cudnn_sdp(enabled)
+
+
 class FlowBackend(ABC):
     """A flow-matching denoiser with one trainable LoRA adapter.
 
@@ -114,9 +128,12 @@ class FlowBackend(ABC):
     _runner: nn.Module | None = None
 
     def velocity(self, x: torch.Tensor, sigma: torch.Tensor, cond: Cond) -> torch.Tensor:
-        """v(x, sigma, cond) for a batch; sigma is [B]. Gradient passes go through the wrapper."""
-        runner = self._runner if (self._runner is not None and torch.is_grad_enabled()) else self.module
-        return self._forward(runner, x, sigma, cond)
+        """v(x, sigma, cond) for a batch; sigma is [B]. Gradient passes go through the wrapper and run
+        with the attention kernels that are safe to train with (`training_attention`)."""
+        if not torch.is_grad_enabled():
+            return self._forward(self.module, x, sigma, cond)
+        with training_attention():
+            return self._forward(self._runner if self._runner is not None else self.module, x, sigma, cond)
 
     def wrap_for_training(self, wrap: Callable[[nn.Module], nn.Module]) -> None:
         """Route gradient-carrying forwards through wrap(module), e.g. accelerate's DDP/FSDP."""
@@ -125,6 +142,10 @@ class FlowBackend(ABC):
     def training_wrapper(self) -> nn.Module | None:
         """The module wrap_for_training made (None when unwrapped), e.g. for accelerate's no_sync."""
         return self._runner
+
+    def adopt_sharded_module(self) -> None:
+        """FSDP2 sharded `module` in place: its parameters are new objects; route gradient passes through it."""
+        raise NotImplementedError(f"the {self.name} backend does not train under FSDP")
 
     def unwrap_for_training(self) -> None:
         """Drop the training wrapper (and the process group a DDP reducer holds on to)."""

@@ -12,6 +12,7 @@ from peft.tuners.lora import Linear as LoraLinear
 from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
 
+from ..distributed import full_tensor
 from .adapter import check_fits, check_shape, export_weight, lora_alpha, lora_delta
 from .base import FlowBackend
 
@@ -56,18 +57,28 @@ class PeftLoraBackend(FlowBackend):
         for layer in self._lora_layers():
             if _plain(layer):
                 layer.forward = _low_precision_forward(layer)
-        self._trainable = {}
         for name, p in module.named_parameters():
             if "lora_" in name:
                 p.data = p.data.float()  # fp32 adapter over a bf16/fp16 base: stable AdamW updates
                 p.requires_grad_(True)
-                self._trainable[name.replace(f".{ADAPTER}.", ".")] = p
+        self._collect_trainable()
         if init == "gaussian_nonzero":
             with torch.no_grad():
                 for name, p in self._trainable.items():
                     if "lora_B" in name:
                         p.normal_(0, 0.02)
         self.lora_rank, self.lora_alpha = rank, alpha
+
+    def _collect_trainable(self) -> None:
+        self._trainable = {
+            name.replace(f".{ADAPTER}.", "."): p
+            for name, p in self.module.named_parameters()
+            if "lora_" in name
+        }
+
+    def adopt_sharded_module(self) -> None:
+        self._collect_trainable()
+        self._runner = self.module
 
     def _lora_layers(self) -> list[BaseTunerLayer]:
         return [m for m in self.module.modules() if isinstance(m, BaseTunerLayer)]
@@ -118,7 +129,7 @@ class PeftLoraBackend(FlowBackend):
         """prefix + module path + .lora_A/.lora_B.weight, lora_B times alpha / r (backends/adapter.py)."""
         scale = self.lora_alpha / self.lora_rank
         return {
-            self.lora_prefix + name: export_weight(p, scale if ".lora_B." in name else 1.0)
+            self.lora_prefix + name: export_weight(full_tensor(p), scale if ".lora_B." in name else 1.0)
             for name, p in self._trainable.items()
         }
 
@@ -163,12 +174,13 @@ def _fusable(layer: nn.Module) -> bool:
 
 
 def _fused_forward(layer: LoraLinear):
-    base, a, b = layer.base_layer, layer.lora_A[ADAPTER].weight, layer.lora_B[ADAPTER].weight
-    scale = layer.scaling[ADAPTER]
+    base, scale = layer.base_layer, layer.scaling[ADAPTER]
 
     def forward(x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
         if layer.disable_adapters:
             return base(x)
+        # looked up per call: FSDP2 swaps in the gathered parameters only for the duration of a forward
+        a, b = layer.lora_A[ADAPTER].weight, layer.lora_B[ADAPTER].weight
         w = torch.addmm(base.weight, b.to(base.weight.dtype), a.to(base.weight.dtype), alpha=scale)
         return F.linear(x, w, base.bias)
 
