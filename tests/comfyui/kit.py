@@ -1,13 +1,17 @@
 """Write a tiny, download-free text-to-image kit in the formats ComfyUI's stock loaders detect.
 
-Run with ComfyUI's python:  python kit.py COMFYUI_PATH MODELS_DIR [--sd3-depth 2]
+Run with ComfyUI's python:  python kit.py COMFYUI_PATH MODELS_DIR [--sd3-depth 2] [--real]
   diffusion_models/tiny_sd3.safetensors   SD3 MMDiT: depth D (hidden 64 D, D heads; default 2),
                                           context 4096, pooled 2048
   diffusion_models/tiny_flux.safetensors  FLUX: hidden 128, 1 double + 1 single block, context/pooled 768
   text_encoders/tiny_clip_l.safetensors   full-size CLIP-L (its config is fixed), random, fp16
   vae/tiny_vae16.safetensors              diffusers AutoencoderKL with 16 latent channels, random, fp16
 CLIPLoader type "sd3" turns one CLIP-L into SD3's conditioning (4096 zero-padded, pooled 2048) and type
-"stable_diffusion" gives the 768/768 the tiny FLUX takes. Weights are random but finite everywhere
+"stable_diffusion" gives the 768/768 the tiny FLUX takes.
+--real adds the GPU check's files (benchmarks/comfyui_gpu.py), built on CUDA when present:
+  diffusion_models/sd35m.safetensors         SD3.5-Medium MMDiT at its real shape, bf16 (2.2 B)
+  diffusion_models/flux1dev_fp8.safetensors  FLUX.1-dev at its real shape, float8_e4m3fn (11.9 B), but
+                                             for txt_in: 768 text features (CLIP-L) instead of T5-XXL's 4096 Weights are random but finite everywhere
 (comfy ops allocate with torch.empty, and MMDiT saves its pos_embed buffer).
 """
 
@@ -19,7 +23,7 @@ import os
 import sys
 
 
-def main(comfy_dir: str, models_dir: str, sd3_depth: int = 2) -> None:
+def main(comfy_dir: str, models_dir: str, sd3_depth: int = 2, real: bool = False) -> None:
     sys.path.insert(0, comfy_dir)
     import torch
     from comfy.cli_args import args
@@ -55,13 +59,93 @@ def main(comfy_dir: str, models_dir: str, sd3_depth: int = 2) -> None:
         }
         save_file(cast, path)
 
-    def diffusion_model(config_cls, cfg: dict, expect: str, file: str) -> None:
+    def diffusion_model(
+        config_cls, cfg: dict, expect: str, file: str, dtype: torch.dtype | None = None
+    ) -> None:
         model = config_cls(cfg).get_model({})
         randomize(model.diffusion_model)
         sd = model.diffusion_model.state_dict()
         detected = comfy.model_detection.model_config_from_unet(sd, "")
         assert type(detected).__name__ == expect, f"{file} is detected as {detected}"
-        save(sd, os.path.join(models_dir, "diffusion_models", file))
+        save(sd, os.path.join(models_dir, "diffusion_models", file), dtype)
+
+    def real_model(config_cls, cfg: dict, expect: str, file: str, dtype: torch.dtype) -> None:
+        """Built in bf16 on the GPU when there is one (FLUX.1-dev is 24 GB in bf16), saved in `dtype`."""
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        previous = torch.get_default_dtype()
+        torch.set_default_dtype(torch.bfloat16)
+        try:
+            with torch.device(device):
+                model = config_cls(cfg).get_model({}, device=device)
+                with torch.no_grad():
+                    for name, p in model.diffusion_model.named_parameters():
+                        if name.endswith("bias"):
+                            p.zero_()
+                        elif p.ndim == 1:
+                            p.fill_(1.0)
+                        else:
+                            p.normal_(0, 0.02)
+        finally:
+            torch.set_default_dtype(previous)
+        sd = {
+            k: v.to(dtype) if v.is_floating_point() else v
+            for k, v in model.diffusion_model.state_dict().items()
+        }
+        detected = comfy.model_detection.model_config_from_unet(sd, "")
+        assert type(detected).__name__ == expect, f"{file} is detected as {detected}"
+        save({k: v.cpu() for k, v in sd.items()}, os.path.join(models_dir, "diffusion_models", file))
+        del model, sd
+        if device == "cuda":
+            torch.cuda.empty_cache()
+
+    if real:
+        real_model(
+            comfy.supported_models.SD3,
+            {
+                "in_channels": 16,
+                "out_channels": 16,
+                "patch_size": 2,
+                "depth": 24,
+                "adm_in_channels": 2048,
+                "context_embedder_config": {
+                    "target": "torch.nn.Linear",
+                    "params": {"in_features": 4096, "out_features": 1536},
+                },
+                "pos_embed_max_size": 384,
+                "num_patches": 384 * 384,
+                "pos_embed_scaling_factor": None,
+                "input_size": None,
+                "x_block_self_attn_layers": list(range(13)),
+                "qk_norm": "rms",
+            },
+            "SD3",
+            "sd35m.safetensors",
+            torch.bfloat16,
+        )
+        real_model(
+            comfy.supported_models.Flux,
+            {
+                "image_model": "flux",
+                "in_channels": 16,
+                "out_channels": 16,
+                "patch_size": 2,
+                "hidden_size": 3072,
+                "num_heads": 24,
+                "mlp_ratio": 4.0,
+                "depth": 19,
+                "depth_single_blocks": 38,
+                "axes_dim": [16, 56, 56],
+                "theta": 10000,
+                "qkv_bias": True,
+                "guidance_embed": True,
+                "context_in_dim": 768,
+                "vec_in_dim": 768,
+                "txt_ids_dims": [],
+            },
+            "Flux",
+            "flux1dev_fp8.safetensors",
+            torch.float8_e4m3fn,
+        )
 
     diffusion_model(
         comfy.supported_models.SD3,
@@ -140,5 +224,8 @@ if __name__ == "__main__":
     ap.add_argument("comfy_dir")
     ap.add_argument("models_dir")
     ap.add_argument("--sd3-depth", type=int, default=2, help="SD3 joint blocks (hidden = 64 x depth)")
+    ap.add_argument(
+        "--real", action="store_true", help="also SD3.5-Medium and FLUX.1-dev (fp8) at real shapes"
+    )
     a = ap.parse_args()
-    main(a.comfy_dir, a.models_dir, a.sd3_depth)
+    main(a.comfy_dir, a.models_dir, a.sd3_depth, a.real)

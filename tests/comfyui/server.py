@@ -54,8 +54,10 @@ class Server:
 
 
 @contextmanager
-def comfyui_server(base: Path, comfy_path: str, python: str, env: dict[str, str] = ENV) -> Iterator[Server]:
-    """Start `python main.py --cpu` on a free port over `base`; yield once the pack's nodes are listed;
+def comfyui_server(
+    base: Path, comfy_path: str, python: str, env: dict[str, str] = ENV, cpu: bool = True
+) -> Iterator[Server]:
+    """Start `python main.py [--cpu]` on a free port over `base`; yield once the pack's nodes are listed;
     stop it on exit. Default output caching stays on, as users run it."""
     port = free_port()
     log_path = base / f"server-{port}.log"
@@ -64,7 +66,7 @@ def comfyui_server(base: Path, comfy_path: str, python: str, env: dict[str, str]
             [
                 python,
                 "main.py",
-                "--cpu",
+                *(["--cpu"] if cpu else []),
                 "--listen",
                 "127.0.0.1",
                 "--port",
