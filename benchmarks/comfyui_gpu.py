@@ -222,7 +222,10 @@ def main() -> None:
         print(f"kit built in {time.perf_counter() - t0:.0f} s", flush=True)
         for model in models:
             for trainer in ("NormGuardTrainLoRA", "TrainLoraNode"):
-                row = measure(base, args, model.strip(), trainer)
+                try:
+                    row = measure(base, args, model.strip(), trainer)
+                except Exception as e:  # one failing graph (e.g. out of memory) leaves the others' rows
+                    row = {"model": model, "trainer": trainer, "error": f"{type(e).__name__}: {e}"[:2000]}
                 rows.append(row)
                 print(f"  {row}", flush=True)
     print(
@@ -233,6 +236,9 @@ def main() -> None:
         f"{'model':14} {'trainer':20} {'s/it':>8} {'s/sample':>9} {'peak alloc GiB':>15} {'nvidia-smi GiB':>15}"
     )
     for r in rows:
+        if "error" in r:
+            print(f"{r['model']:14} {r['trainer']:20} failed: {r['error'][:300]}")
+            continue
         fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
         print(
             f"{r['model']:14} {r['trainer']:20} {r['s_per_it']:8.2f} {r['s_per_sample']:9.3f} "

@@ -51,7 +51,7 @@ def test_gpu_check_runs_end_to_end_on_tiny_shapes(tmp_path):
         assert {(r["model"], r["trainer"]) for r in rows} == {
             (m, t) for m in ("tiny_sd3", "tiny_flux") for t in ("NormGuardTrainLoRA", "TrainLoraNode")
         }
-        assert all(r["s_per_it"] > 0 for r in rows)
+        assert all(r.get("s_per_it", 0) > 0 for r in rows), rows
     else:
         assert "ComfyUI path skipped: COMFYUI_PATH is not set" in comfy
 
