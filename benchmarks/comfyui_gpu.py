@@ -36,6 +36,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "benchmarks"))
+import comfyui.server  # noqa: E402
 from comfyui.client import Comfy  # noqa: E402
 from comfyui.server import ENV, HERE, comfyui_server  # noqa: E402
 from comfyui_peers import VARIANTS, Events, Settings, ours_graph, peer_graph, peer_progress  # noqa: E402
@@ -214,6 +215,7 @@ def main() -> None:
         )
         return
     args.size = args.size or (64 if args.tiny else 512)
+    comfyui.server.READY_TIMEOUT = 900  # a server on a busy CPU took over the tests' 180 s to start
     models = (args.models or ("tiny_sd3,tiny_flux" if args.tiny else "sd35m,flux1dev_fp8")).split(",")
     rows = []
     with tempfile.TemporaryDirectory(prefix="comfy-gpu-") as tmp:
