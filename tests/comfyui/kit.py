@@ -22,6 +22,48 @@ import json
 import os
 import sys
 
+TINY_FLUX = {
+    "image_model": "flux",
+    "in_channels": 16,
+    "out_channels": 16,
+    "patch_size": 2,
+    "hidden_size": 128,
+    "num_heads": 1,
+    "mlp_ratio": 4.0,
+    "depth": 1,
+    "depth_single_blocks": 1,
+    "axes_dim": [16, 56, 56],
+    "theta": 10000,
+    "qkv_bias": True,
+    "guidance_embed": True,
+    "context_in_dim": 768,
+    "vec_in_dim": 768,
+    "txt_ids_dims": [],
+}
+# FLUX.1-dev's shape, but for the 768 text features of CLIP-L (T5-XXL gives 4096)
+FLUX_DEV = {**TINY_FLUX, "hidden_size": 3072, "num_heads": 24, "depth": 19, "depth_single_blocks": 38}
+
+
+def sd3_config(depth: int, pos_embed_max_size: int = 32, self_attn_layers: list[int] = (), **extra) -> dict:
+    """ComfyUI's MMDiT config: hidden 64 x depth, depth heads, context 4096, pooled 2048."""
+    return {
+        "in_channels": 16,
+        "out_channels": 16,
+        "patch_size": 2,
+        "depth": depth,
+        "adm_in_channels": 2048,
+        "context_embedder_config": {
+            "target": "torch.nn.Linear",
+            "params": {"in_features": 4096, "out_features": 64 * depth},
+        },
+        "pos_embed_max_size": pos_embed_max_size,
+        "num_patches": pos_embed_max_size**2,
+        "pos_embed_scaling_factor": None,
+        "input_size": None,
+        "x_block_self_attn_layers": list(self_attn_layers),
+        **extra,
+    }
+
 
 def main(comfy_dir: str, models_dir: str, sd3_depth: int = 2, real: bool = False) -> None:
     sys.path.insert(0, comfy_dir)
@@ -99,98 +141,14 @@ def main(comfy_dir: str, models_dir: str, sd3_depth: int = 2, real: bool = False
             torch.cuda.empty_cache()
 
     if real:
+        sd35m = sd3_config(24, pos_embed_max_size=384, self_attn_layers=list(range(13)), qk_norm="rms")
+        real_model(comfy.supported_models.SD3, sd35m, "SD3", "sd35m.safetensors", torch.bfloat16)
         real_model(
-            comfy.supported_models.SD3,
-            {
-                "in_channels": 16,
-                "out_channels": 16,
-                "patch_size": 2,
-                "depth": 24,
-                "adm_in_channels": 2048,
-                "context_embedder_config": {
-                    "target": "torch.nn.Linear",
-                    "params": {"in_features": 4096, "out_features": 1536},
-                },
-                "pos_embed_max_size": 384,
-                "num_patches": 384 * 384,
-                "pos_embed_scaling_factor": None,
-                "input_size": None,
-                "x_block_self_attn_layers": list(range(13)),
-                "qk_norm": "rms",
-            },
-            "SD3",
-            "sd35m.safetensors",
-            torch.bfloat16,
-        )
-        real_model(
-            comfy.supported_models.Flux,
-            {
-                "image_model": "flux",
-                "in_channels": 16,
-                "out_channels": 16,
-                "patch_size": 2,
-                "hidden_size": 3072,
-                "num_heads": 24,
-                "mlp_ratio": 4.0,
-                "depth": 19,
-                "depth_single_blocks": 38,
-                "axes_dim": [16, 56, 56],
-                "theta": 10000,
-                "qkv_bias": True,
-                "guidance_embed": True,
-                "context_in_dim": 768,
-                "vec_in_dim": 768,
-                "txt_ids_dims": [],
-            },
-            "Flux",
-            "flux1dev_fp8.safetensors",
-            torch.float8_e4m3fn,
+            comfy.supported_models.Flux, FLUX_DEV, "Flux", "flux1dev_fp8.safetensors", torch.float8_e4m3fn
         )
 
-    diffusion_model(
-        comfy.supported_models.SD3,
-        {
-            "in_channels": 16,
-            "out_channels": 16,
-            "patch_size": 2,
-            "depth": sd3_depth,
-            "adm_in_channels": 2048,
-            "context_embedder_config": {
-                "target": "torch.nn.Linear",
-                "params": {"in_features": 4096, "out_features": 64 * sd3_depth},
-            },
-            "pos_embed_max_size": 32,
-            "num_patches": 32 * 32,
-            "pos_embed_scaling_factor": None,
-            "input_size": None,
-            "x_block_self_attn_layers": [],
-        },
-        "SD3",
-        "tiny_sd3.safetensors",
-    )
-    diffusion_model(
-        comfy.supported_models.Flux,
-        {
-            "image_model": "flux",
-            "in_channels": 16,
-            "out_channels": 16,
-            "patch_size": 2,
-            "hidden_size": 128,
-            "num_heads": 1,
-            "mlp_ratio": 4.0,
-            "depth": 1,
-            "depth_single_blocks": 1,
-            "axes_dim": [16, 56, 56],
-            "theta": 10000,
-            "qkv_bias": True,
-            "guidance_embed": True,
-            "context_in_dim": 768,
-            "vec_in_dim": 768,
-            "txt_ids_dims": [],
-        },
-        "Flux",
-        "tiny_flux.safetensors",
-    )
+    diffusion_model(comfy.supported_models.SD3, sd3_config(sd3_depth), "SD3", "tiny_sd3.safetensors")
+    diffusion_model(comfy.supported_models.Flux, TINY_FLUX, "Flux", "tiny_flux.safetensors")
 
     with open(os.path.join(comfy_dir, "comfy", "sd1_clip_config.json")) as f:
         clip_config = json.load(f)
