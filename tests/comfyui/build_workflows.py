@@ -1,4 +1,4 @@
-"""Builds the example workflows of workflows/ in ComfyUI's real frontend (UI format, as "Save" writes).
+"""Builds the example workflows of example_workflows/ in ComfyUI's real frontend (UI format, as "Save" writes).
 
 The nodes are created from the node definitions of a running ComfyUI that has this pack, so every
 widget value lands where the frontend puts it. Rerun after changing a spec here:
@@ -18,7 +18,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
-OUT = REPO / "workflows"
+OUT = REPO / "example_workflows"
 
 CHECKPOINT = "sd3.5_medium.safetensors"
 TEXT_ENCODERS = ("clip_g.safetensors", "clip_l.safetensors", "t5xxl_fp16.safetensors")

@@ -5,7 +5,7 @@ a NormGuard trainer whose MODEL and the base model each go through a VelocityNor
 6-step Heun KSampler, both probe logs into one VelocityNormGraph. It queues it, samples the chart
 canvases while it runs, then saves and reopens the workflow -- in the classic LiteGraph canvas, in
 the Vue nodes mode, and once more with everything charted converted into a subgraph (the server then
-names those nodes by execution ids such as "12:5"). Every example workflow of workflows/ is opened too
+names those nodes by execution ids such as "12:5"). Every example workflow of example_workflows/ is opened too
 (no missing node types).
 
 Needs (else skipped, with the reason): COMFYUI_PATH (see conftest.py), node, a Chromium
@@ -41,7 +41,7 @@ RUNS = (*MODES, "subgraph")
 BOUNDARY = ("p_base", "p_tuned", "ks_base", "ks_tuned")
 # and one (classic, the innermost shown) with a subgraph inside the subgraph: all but the trainer
 NESTED = ("p_base", "p_tuned", "ks_base", "ks_tuned", "graph")
-EXAMPLES = sorted((REPO / "workflows").glob("*.json"))
+EXAMPLES = sorted((REPO / "example_workflows").glob("*.json"))
 DOCS = os.environ.get("NORMGUARD_SCREENSHOTS") == "docs"
 # screenshots (README, template thumbnails): (node, the whole node or its chart only) per mode
 SHOTS = {"classic": [("graph", "node"), ("graph", "chart"), ("train", "chart")], "vue": [("p_tuned", "node")]}
@@ -223,7 +223,7 @@ def browser(server, shots_dir, tmp_path_factory) -> dict:
     result = run_driver(job, tmp_path_factory.mktemp("driver"), timeout=900)
     result["seconds"] = time.time() - t0
     if DOCS:
-        shrink_images(shots_dir, REPO / "workflows")
+        shrink_images(shots_dir, REPO / "example_workflows")
     return result
 
 

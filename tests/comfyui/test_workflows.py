@@ -1,4 +1,4 @@
-"""The example workflows of workflows/: served as templates, every node type and link known to a real
+"""The example workflows of example_workflows/: served as templates, every node type and link known to a real
 ComfyUI's /object_info, and each one run (converted to the API format, full-size models swapped for
 the tiny kit, sizes shrunk) in the order a user would: train, compare, on vs off."""
 
@@ -13,7 +13,7 @@ import pytest
 from .ui_workflow import FRONTEND_ONLY, problems, to_api
 
 REPO = Path(__file__).resolve().parents[2]
-WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
+WORKFLOWS = sorted((REPO / "example_workflows").glob("*.json"))
 PACK = "normguard"  # the folder name conftest.py links into custom_nodes
 STEPS = 3
 
