@@ -1,4 +1,4 @@
-"""VelocityNormProbe's cost: ComfyUI sampling with vs without the probe (no reference), side by side.
+"""NormGuardVelocityNormProbe's cost: ComfyUI sampling with vs without the probe (no reference), side by side.
 
 Runs inside a real ComfyUI (python of its venv; COMFYUI_PATH = its checkout). The model is an SD3
 MMDiT built in memory from a config (random weights, no files), sampled with ComfyUI's own

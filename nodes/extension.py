@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from comfy_api.latest import ComfyExtension, io
 
+from .aliases import old_id_nodes
 from .lora import NormGuardLoraLoader
 from .probe import VelocityNormGraph, VelocityNormProbe
 from .prompts import NormGuardLoadPrompts
@@ -21,4 +22,5 @@ class NormGuardExtension(ComfyExtension):
             VelocityNormProbe,
             VelocityNormGraph,
             NormGuardLoraLoader,
+            *old_id_nodes(),
         ]

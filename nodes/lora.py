@@ -92,6 +92,7 @@ class NormGuardLoraLoader(io.ComfyNode):
         return io.Schema(
             node_id="NormGuardLoraLoader",
             display_name="NormGuard LoRA Loader",
+            search_aliases=["lora", "load lora"],
             category="NormGuard",
             description=(
                 "Applies a LoRA to the MODEL exactly as the stock LoraLoader does, shows its NormGuard training "

@@ -1,4 +1,5 @@
-"""VelocityNormProbe (records ||v|| per sampler step) and VelocityNormGraph (draws the records).
+"""NormGuardVelocityNormProbe (records ||v|| per sampler step) and NormGuardVelocityNormGraph (draws the
+records); saved workflows with their old ids VelocityNormProbe / VelocityNormGraph load through aliases.py.
 
 The probe returns a clone of the MODEL with three hooks: an OUTER_SAMPLE wrapper (once per sampling
 run: resets the log, wraps the per-step callback that marks step boundaries, finalises the log),
@@ -119,7 +120,7 @@ def extra_patches(model: Any, reference: Any) -> dict[str, list]:
         mine, base = model.patches.get(key, []), reference.patches.get(key, [])
         if len(mine) < len(base) or any(a is not b for a, b in zip(mine, base, strict=False)):
             raise ValueError(
-                "VelocityNormProbe: the model and the reference share weights, but the model is not the "
+                "NormGuardVelocityNormProbe: the model and the reference share weights, but the model is not the "
                 f"reference plus LoRAs (they differ in how {key} is patched). Connect as reference the MODEL "
                 "the model was derived from (e.g. the loader's output before the LoRA loaders)."
             )
@@ -205,7 +206,7 @@ def delta_patches(model: Any, extra: dict[str, list], switch: Switch) -> list[Fo
         weight = getattr(module, "weight", None)
         if module is None or param not in ("weight", "bias") or weight is None or weight.ndim != 2:
             raise ValueError(
-                f"VelocityNormProbe: the model's patch on {key} is not on a Linear layer, so it cannot be "
+                f"NormGuardVelocityNormProbe: the model's patch on {key} is not on a Linear layer, so it cannot be "
                 "switched off for the reference pass; load the reference from its own file instead"
             )
         patches.append(ForwardPatch(module, PatchDelta(module, key, entries), switch))
@@ -216,16 +217,18 @@ def probed_model(model: Any, reference: Any | None, log: ProbeLog, rescale: bool
     """A clone of `model` that records into `log` (see the module docstring)."""
     import comfy.patcher_extension
 
-    check_flow_model(model, "VelocityNormProbe")
+    check_flow_model(model, "NormGuardVelocityNormProbe")
     if rescale and reference is None:
-        raise ValueError("VelocityNormProbe: rescale needs a reference MODEL (v is rescaled to ||v_ref||)")
+        raise ValueError(
+            "NormGuardVelocityNormProbe: rescale needs a reference MODEL (v is rescaled to ||v_ref||)"
+        )
     m = model.clone()
     switch, ref = None, None
     if reference is not None:
-        check_flow_model(reference, "VelocityNormProbe (reference)")
+        check_flow_model(reference, "NormGuardVelocityNormProbe (reference)")
         if type(reference.model) is not type(model.model):
             raise ValueError(
-                f"VelocityNormProbe: the reference is a {type(reference.model).__name__} but the model is a "
+                f"NormGuardVelocityNormProbe: the reference is a {type(reference.model).__name__} but the model is a "
                 f"{type(model.model).__name__}; the reference must be the same architecture"
             )
         if reference.model is model.model:  # shared weights: reference patches + switchable extras
@@ -251,9 +254,10 @@ class VelocityNormProbe(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
-            node_id="VelocityNormProbe",
-            display_name="Velocity Norm Probe",
+            node_id="NormGuardVelocityNormProbe",
+            display_name="NormGuard Velocity Norm Probe",
             category="NormGuard",
+            search_aliases=["velocity norm", "probe", "rho", "norm inflation", "VelocityNormProbe"],
             description=(
                 "Records the velocity norm ||v|| of every sampler step (guided, cond and uncond), and with a "
                 "reference MODEL also ||v_ref|| and the ratio ||v||/||v_ref||. Connect its MODEL to a KSampler "
@@ -291,9 +295,10 @@ class VelocityNormGraph(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
-            node_id="VelocityNormGraph",
-            display_name="Velocity Norm Graph",
+            node_id="NormGuardVelocityNormGraph",
+            display_name="NormGuard Velocity Norm Graph",
             category="NormGuard",
+            search_aliases=["velocity norm", "chart", "rho", "VelocityNormGraph"],
             description=(
                 "Draws probe logs: ||v|| per step (dashed: ||v_ref||) and the ratio ||v||/||v_ref||. The LATENT "
                 "inputs only order this node after the samplers (connect each extra log's sampler output too)."
@@ -327,7 +332,7 @@ class VelocityNormGraph(io.ComfyNode):
         for lg in logs:
             if not lg.records:
                 raise ValueError(
-                    f"VelocityNormGraph: probe log {lg.label!r} has no records; connect the LATENT of the sampler "
+                    f"NormGuardVelocityNormGraph: probe log {lg.label!r} has no records; connect the LATENT of the sampler "
                     "that used the probe's MODEL, so it runs first"
                 )
         series = [lg.series() for lg in logs]

@@ -37,6 +37,7 @@ class NormGuardLoadPrompts(io.ComfyNode):
         return io.Schema(
             node_id="NormGuardLoadPrompts",
             display_name="NormGuard Load Prompts",
+            search_aliases=["prompt list", "prompts file"],
             category="NormGuard",
             description="Training or evaluation prompts from a .txt file in ComfyUI's input folder: one "
             "prompt per line; blank lines and lines starting with # are skipped.",

@@ -161,6 +161,7 @@ def make_reward_node(info: dict[str, Any]) -> type[io.ComfyNode]:
         return io.Schema(
             node_id=node_id(rid),
             display_name=f"NormGuard Reward: {rid}",
+            search_aliases=["reward", "rlhf", rid.replace("_", " ")],
             category="NormGuard/rewards",
             description=description,
             inputs=inputs,
@@ -191,6 +192,7 @@ class NormGuardRewardCombine(io.ComfyNode):
         return io.Schema(
             node_id="NormGuardRewardCombine",
             display_name="NormGuard Reward Combine",
+            search_aliases=["reward", "rlhf", "combine rewards"],
             category="NormGuard/rewards",
             description="Several rewards as one weighted sum (each reward's own weight applies).",
             inputs=[
@@ -242,6 +244,7 @@ class NormGuardScoreImages(io.ComfyNode):
         return io.Schema(
             node_id="NormGuardScoreImages",
             display_name="NormGuard Score Images",
+            search_aliases=["reward", "score", "image quality"],
             category="NormGuard/rewards",
             description="Scores images with a reward (the weighted sum for combined rewards).",
             inputs=[

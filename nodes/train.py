@@ -218,6 +218,9 @@ class NormGuardTrainLoRA(io.ComfyNode):
             node_id="NormGuardTrainLoRA",
             display_name="NormGuard Train LoRA (RL)",
             category="NormGuard",
+            search_aliases=["reward", "rlhf", "rl", "lora train", "fine-tune", "nft", "grpo", "dpo"],
+            # as ComfyUI marks its own trainer: settings and outputs may still change between versions
+            is_experimental=True,
             description=(
                 "Reward fine-tuning (NFT, AWM, DPO, GRPO) of the loaded flow model (SD3/SD3.5, FLUX.1, ...) with "
                 "the NormGuard velocity-norm penalty. Saves the LoRA into the loras folder; queue the same graph "
@@ -379,6 +382,8 @@ class NormGuardTrainOptions(io.ComfyNode):
             node_id="NormGuardTrainOptions",
             display_name="NormGuard Train Options",
             category="NormGuard",
+            search_aliases=["lora train options", "rlhf"],
+            is_experimental=True,
             description="Advanced training settings for NormGuard Train LoRA (TrainConfig keys).",
             inputs=[
                 config_input("groups_per_iteration"),

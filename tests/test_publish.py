@@ -51,7 +51,9 @@ def test_registry_project_fields(pyproject):
     assert len(name) < 100 and re.fullmatch(r"[A-Za-z][A-Za-z0-9]*(?:[-_.][A-Za-z0-9]+)*", name), name
     assert re.fullmatch(r"\d+\.\d+\.\d+", project["version"])
     init = (ROOT / "__init__.py").read_text(encoding="utf-8")
-    assert f'__version__ = "{project["version"]}"' in init, "pyproject and __init__.py disagree on the version"
+    assert f'__version__ = "{project["version"]}"' in init, (
+        "pyproject and __init__.py disagree on the version"
+    )
     assert project["description"].strip()
     assert project["license"] == "Apache-2.0"
     for file in project["license-files"]:
@@ -85,7 +87,9 @@ def test_registry_frontend_bound_and_classifiers(pyproject):
     spec = frontend[0].removeprefix(FRONTEND)
     assert valid_version_spec(spec) and spec.startswith(">="), spec
     classifiers = pyproject["project"]["classifiers"]
-    os_values = [c.removeprefix("Operating System :: ") for c in classifiers if c.startswith("Operating System :: ")]
+    os_values = [
+        c.removeprefix("Operating System :: ") for c in classifiers if c.startswith("Operating System :: ")
+    ]
     assert os_values and all(v.startswith(OS_PREFIXES) for v in os_values), os_values
     accelerators = [c.removeprefix("Environment :: ") for c in classifiers if c.startswith("Environment ::")]
     assert accelerators and set(accelerators) <= ACCELERATORS, accelerators
@@ -135,7 +139,9 @@ def test_registry_zip_ships_only_the_pack():
     for folder, pattern in (("nodes", "*.py"), ("trainer", "**/*.py"), ("web", "*.js")):
         on_disk = {p.relative_to(ROOT).as_posix() for p in (ROOT / folder).glob(pattern)}
         assert on_disk and on_disk <= shipped, sorted(on_disk - shipped)
-    assets = {p.relative_to(ROOT).as_posix() for p in (ROOT / "trainer/models/assets").rglob("*") if p.is_file()}
+    assets = {
+        p.relative_to(ROOT).as_posix() for p in (ROOT / "trainer/models/assets").rglob("*") if p.is_file()
+    }
     assert assets <= shipped, sorted(assets - shipped)
     workflows = [f for f in files if f.startswith("example_workflows/") and f.endswith(".json")]
     assert workflows, "the example workflows ship with the pack"
@@ -180,3 +186,31 @@ def test_registry_install_keeps_torch(tmp_path):
     assert after == before
     own = {p.name.split("-")[0].lower() for p in Path(site).glob("*.dist-info")}
     assert not own & {"torch", "torchvision", "numpy", "pillow", "safetensors"}, own
+
+
+def test_example_workflows_carry_install_facts(pyproject):
+    """Every node names the pack that provides it (`cnr_id`/`ver`, how the Manager installs a missing
+    pack) and every model loader the files to download (`models`: name, URL, folder), as ComfyUI's own
+    templates do; ComfyUI serves the folder example_workflows/ as templates."""
+    import json
+
+    project = pyproject["project"]
+    paths = sorted((ROOT / "example_workflows").glob("*.json"))
+    assert paths and not (ROOT / "workflows").exists()
+    loaders = {"CheckpointLoaderSimple": "checkpoints", "TripleCLIPLoader": "text_encoders"}
+    for path in paths:
+        for node in json.loads(path.read_text(encoding="utf-8"))["nodes"]:
+            if node["type"] in ("MarkdownNote", "Note"):
+                continue
+            props = node["properties"]
+            ours = node["type"].startswith("NormGuard")
+            assert props["cnr_id"] == (project["name"] if ours else "comfy-core"), (path.name, node["type"])
+            assert re.fullmatch(r"\d+\.\d+\.\d+", props["ver"])
+            if ours:
+                assert props["ver"] == project["version"]
+            if node["type"] in loaders:
+                models = {m["name"]: m for m in props["models"]}
+                for value in node["widgets_values"]:
+                    m = models[value]  # every file the loader is set to has a download entry
+                    assert m["directory"] == loaders[node["type"]]
+                    assert m["url"].startswith("https://huggingface.co/") and m["url"].endswith("/" + value)

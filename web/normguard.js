@@ -1,5 +1,5 @@
-// NormGuard charts in the ComfyUI frontend: a <canvas> DOM widget on VelocityNormProbe,
-// VelocityNormGraph and NormGuardTrainLoRA, fed by the pack's websocket events and by the graph
+// NormGuard charts in the ComfyUI frontend: a <canvas> DOM widget on NormGuardVelocityNormProbe,
+// NormGuardVelocityNormGraph and NormGuardTrainLoRA, fed by the pack's websocket events and by the graph
 // node's ui output. The series live in node.properties, so they are saved with the workflow.
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
@@ -20,9 +20,12 @@ import {
 } from "./charts.js";
 import { allNodes, inputsFedBy, nodeByExecutionId } from "./graphwalk.js";
 
-const PROBE = "VelocityNormProbe";
-const GRAPH = "VelocityNormGraph";
+const PROBE = "NormGuardVelocityNormProbe";
+const GRAPH = "NormGuardVelocityNormGraph";
 const TRAIN = "NormGuardTrainLoRA";
+// ids before the pack prefix: saved workflows keep them (nodes/aliases.py registers both)
+const OLD_IDS = { VelocityNormProbe: PROBE, VelocityNormGraph: GRAPH };
+const kind = (type) => OLD_IDS[type] ?? type;
 const RUNS = "normguard_runs"; // node property: probe runs (probe and graph nodes)
 const HISTORY = "normguard_history"; // node property: training curves (trainer node)
 const WIDGET = "normguard_chart";
@@ -146,7 +149,7 @@ function setProperty(node, key, value) {
  *  across subgraph boundaries. */
 function graphsFedBy(id) {
   const targets = inputsFedBy(app.graph, id).filter(
-    ({ node, input }) => node.comfyClass === GRAPH && input.name?.startsWith("probe_log"),
+    ({ node, input }) => kind(node.comfyClass) === GRAPH && input.name?.startsWith("probe_log"),
   );
   return [...new Set(targets.map(({ node }) => node))];
 }
@@ -159,7 +162,7 @@ function nodeById(id) {
 /** Nodes that chart a probe's events: the probe itself and the graph nodes it feeds. */
 function probeTargets(detail) {
   const probe = nodeById(detail?.node);
-  return probe?.comfyClass === PROBE ? [probe, ...graphsFedBy(String(detail.node))] : [];
+  return kind(probe?.comfyClass) === PROBE ? [probe, ...graphsFedBy(String(detail.node))] : [];
 }
 
 function onProbeStep({ detail }) {
@@ -207,7 +210,7 @@ app.registerExtension({
   },
 
   async beforeRegisterNodeDef(nodeType, nodeData) {
-    const minHeight = { [PROBE]: 200, [GRAPH]: 240, [TRAIN]: 340 }[nodeData.name];
+    const minHeight = { [PROBE]: 200, [GRAPH]: 240, [TRAIN]: 340 }[kind(nodeData.name)];
     if (!minHeight) return;
 
     const onNodeCreated = nodeType.prototype.onNodeCreated;
@@ -225,7 +228,7 @@ app.registerExtension({
       return result;
     };
 
-    if (nodeData.name === GRAPH) {
+    if (kind(nodeData.name) === GRAPH) {
       // the graph's ui output carries every log it drew: the authoritative runs (also from history)
       const onExecuted = nodeType.prototype.onExecuted;
       nodeType.prototype.onExecuted = function (output) {
@@ -236,7 +239,7 @@ app.registerExtension({
           // probes whose sampler came from ComfyUI's cache sent no events: give them the run too
           for (const log of logs) {
             const probe = nodeById(log.node);
-            const runs = probe?.comfyClass === PROBE ? probe.properties[RUNS] ?? [] : null;
+            const runs = kind(probe?.comfyClass) === PROBE ? probe.properties[RUNS] ?? [] : null;
             if (runs && !runs.some((r) => sameRun(r, probeRun(log)))) setProperty(probe, RUNS, addProbeRun(runs, log));
           }
         }

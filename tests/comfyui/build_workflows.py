@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import sys
 import tempfile
+import urllib.request
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -22,6 +23,13 @@ OUT = REPO / "example_workflows"
 
 CHECKPOINT = "sd3.5_medium.safetensors"
 TEXT_ENCODERS = ("clip_g.safetensors", "clip_l.safetensors", "t5xxl_fp16.safetensors")
+# What ComfyUI's missing-model dialog offers to download for a loader: its `models` node property
+SD35 = "https://huggingface.co/stabilityai/stable-diffusion-3.5-medium/resolve/main/"
+MODELS = {
+    "CheckpointLoaderSimple": [(CHECKPOINT, SD35 + CHECKPOINT, "checkpoints")],
+    "TripleCLIPLoader": [(name, f"{SD35}text_encoders/{name}", "text_encoders") for name in TEXT_ENCODERS],
+}
+FRONTEND_ONLY = {"MarkdownNote", "Note", "Reroute", "PrimitiveNode"}
 TRAIN_PROMPTS = "\n".join(
     [
         "a photo of a red fox in the snow",
@@ -85,7 +93,7 @@ def sampling(col: int, prefix: str, models: list[tuple[str, str]], seed: int = 4
     links = [("clip", 0, "pos", "clip"), ("clip", 0, "neg", "clip")]
     for i, (source, label) in enumerate(models):
         p, ks, dec, save = f"probe_{i}", f"ks_{i}", f"decode_{i}", f"save_{i}"
-        nodes += [node(p, "VelocityNormProbe", col + 1, (380, 0), label=label)]
+        nodes += [node(p, "NormGuardVelocityNormProbe", col + 1, (380, 0), label=label)]
         nodes += [
             node(
                 ks,
@@ -109,7 +117,7 @@ def sampling(col: int, prefix: str, models: list[tuple[str, str]], seed: int = 4
         ]  # fmt: skip
         suffix = "" if i == 0 else f"_{i + 1}"
         links += [(ks, 0, "graph", f"samples{suffix}"), (p, 1, "graph", f"probe_log{suffix}")]
-    nodes.append(node("graph", "VelocityNormGraph", col + 4, (520, 0)))
+    nodes.append(node("graph", "NormGuardVelocityNormGraph", col + 4, (520, 0)))
     return nodes, links
 
 
@@ -234,6 +242,28 @@ WORKFLOWS = {
 }
 
 
+def add_install_facts(graph: dict, comfy_version: str) -> dict:
+    """The node properties the Manager and the frontend read: `cnr_id`/`ver` (which pack, at which
+    version, provides the node: installs a missing pack) and, on loaders, `models` (name, URL, folder)."""
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    nodes = [
+        *graph["nodes"],
+        *(n for sub in graph.get("definitions", {}).get("subgraphs", []) for n in sub["nodes"]),
+    ]
+    for n in nodes:
+        if n["type"] in FRONTEND_ONLY:
+            continue
+        props = n.setdefault("properties", {})
+        ours = n["type"].startswith("NormGuard")
+        props["cnr_id"] = project["name"] if ours else "comfy-core"
+        props["ver"] = project["version"] if ours else comfy_version
+        if n["type"] in MODELS:
+            props["models"] = [{"name": m, "url": u, "directory": d} for m, u, d in MODELS[n["type"]]]
+    return graph
+
+
 def main(url: str) -> None:
     from test_frontend import CHROMIUM, PLAYWRIGHT, run_driver
 
@@ -250,9 +280,11 @@ def main(url: str) -> None:
             ],
         }
         result = run_driver(job, tmp_path, timeout=600)
+        with urllib.request.urlopen(url.rstrip("/") + "/system_stats") as r:
+            comfy_version = json.load(r)["system"]["comfyui_version"]
         OUT.mkdir(exist_ok=True)
         for wf in result["workflows"]:
-            graph = json.loads(files[wf["name"]].read_text())
+            graph = add_install_facts(json.loads(files[wf["name"]].read_text()), comfy_version)
             (OUT / f"{wf['name']}.json").write_text(json.dumps(graph, indent=1) + "\n")
             print(f"wrote {wf['name']}.json ({wf['nodeCount']} nodes, missing: {wf['missing']})")
 

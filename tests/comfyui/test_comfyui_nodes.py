@@ -32,8 +32,8 @@ NODE_IDS = [
     "NormGuardRewardHps",
     "NormGuardRewardOcr",
     "NormGuardRewardBrisque",
-    "VelocityNormProbe",
-    "VelocityNormGraph",
+    "NormGuardVelocityNormProbe",
+    "NormGuardVelocityNormGraph",
     "NormGuardLoraLoader",
 ]
 
@@ -57,8 +57,8 @@ def test_every_node_is_listed(comfy):
     train_inputs = info["NormGuardTrainLoRA"]["input"]
     assert train_inputs["required"]["reward"][0] == "NORMGUARD_REWARD"
     assert train_inputs["optional"]["options"][0] == "NORMGUARD_OPTIONS"
-    assert info["VelocityNormProbe"]["output"] == ["MODEL", "NORMGUARD_PROBE_LOG"]
-    assert info["VelocityNormGraph"]["input"]["required"]["samples"][0] == "LATENT"
+    assert info["NormGuardVelocityNormProbe"]["output"] == ["MODEL", "NORMGUARD_PROBE_LOG"]
+    assert info["NormGuardVelocityNormGraph"]["input"]["required"]["samples"][0] == "LATENT"
     assert set(train_inputs["required"]["method"][1]["options"]) == {"nft", "awm", "dpo", "grpo"}
     # the seed stays fixed after queueing (the frontend randomizes seeds by default): queueing again resumes
     assert train_inputs["required"]["seed"][1]["control_after_generate"] == "fixed"
@@ -130,15 +130,15 @@ def test_probe_records_one_value_per_step_heun_cfg3_batch2(comfy, server, traine
         "inputs": {"model": ["unet", 0], "lora_name": name, "strength_model": 1.0},
     }
     g["p_same"] = {
-        "class_type": "VelocityNormProbe",
+        "class_type": "NormGuardVelocityNormProbe",
         "inputs": {"model": ["unet", 0], "reference": ["unet", 0], "rescale": False, "label": "base"},
     }
     g["p_lora"] = {
-        "class_type": "VelocityNormProbe",
+        "class_type": "NormGuardVelocityNormProbe",
         "inputs": {"model": ["lora", 0], "reference": ["unet", 0], "rescale": False, "label": "lora"},
     }
     g["p_plain"] = {
-        "class_type": "VelocityNormProbe",
+        "class_type": "NormGuardVelocityNormProbe",
         "inputs": {"model": ["unet", 0], "rescale": False, "label": "plain"},
     }
     sample(g, "sd3", ["p_same", 0], "p_same", node="ks_same", sampler="heun", cfg=3.0, batch=2, steps=4)
@@ -146,7 +146,7 @@ def test_probe_records_one_value_per_step_heun_cfg3_batch2(comfy, server, traine
     sample(g, "sd3", ["p_plain", 0], "p_plain", node="ks_plain", sampler="heun", cfg=1.0, batch=2, steps=4)
     sample(g, "sd3", ["unet", 0], "p_unprobed", node="ks_unprobed", sampler="heun", cfg=3.0, batch=2, steps=4)
     g["graph"] = {
-        "class_type": "VelocityNormGraph",
+        "class_type": "NormGuardVelocityNormGraph",
         "inputs": {
             "samples": ["ks_same", 0],
             "probe_log": ["p_same", 1],
@@ -192,7 +192,7 @@ def test_probe_events_name_their_node_live_and_per_run(comfy, server):
     for probe_id in ("probe_a", "probe_b"):
         g = loaders("sd3")
         g[probe_id] = {
-            "class_type": "VelocityNormProbe",
+            "class_type": "NormGuardVelocityNormProbe",
             "inputs": {"model": ["unet", 0], "reference": ["unet", 0], "rescale": False, "label": "ids"},
         }
         sample(
@@ -205,7 +205,7 @@ def test_probe_events_name_their_node_live_and_per_run(comfy, server):
             seed=len(probe_id) + ord(probe_id[-1]),
         )
         g["graph"] = {
-            "class_type": "VelocityNormGraph",
+            "class_type": "NormGuardVelocityNormGraph",
             "inputs": {"samples": ["ks", 0], "probe_log": [probe_id, 1]},
         }
         events = EventStream(server, comfy.client_id)
@@ -231,12 +231,15 @@ def test_probe_with_a_reference_of_its_own_weights(comfy, output_dir):
         "inputs": {"unet_name": "tiny_sd3.safetensors", "weight_dtype": "fp8_e4m3fn"},
     }
     g["p"] = {
-        "class_type": "VelocityNormProbe",
+        "class_type": "NormGuardVelocityNormProbe",
         "inputs": {"model": ["unet", 0], "reference": ["unet8", 0], "rescale": False, "label": "fp32 vs fp8"},
     }
     sample(g, "sd3", ["p", 0], "p_sep", sampler="heun", cfg=3.0, batch=2, steps=3)
     sample(g, "sd3", ["unet", 0], "p_sep_plain", node="ks_plain", sampler="heun", cfg=3.0, batch=2, steps=3)
-    g["graph"] = {"class_type": "VelocityNormGraph", "inputs": {"samples": ["ks", 0], "probe_log": ["p", 1]}}
+    g["graph"] = {
+        "class_type": "NormGuardVelocityNormGraph",
+        "inputs": {"samples": ["ks", 0], "probe_log": ["p", 1]},
+    }
     out = comfy.run(g)
     log = out["graph"]["normguard_probe"][0]
     assert log["step"] == [0, 1, 2]
@@ -252,11 +255,11 @@ def test_probe_rescale_is_the_identity_for_a_reference_equal_to_the_model(comfy,
         "inputs": {"model": ["unet", 0], "lora_name": name, "strength_model": 1.0},
     }
     g["r_same"] = {
-        "class_type": "VelocityNormProbe",
+        "class_type": "NormGuardVelocityNormProbe",
         "inputs": {"model": ["unet", 0], "reference": ["unet", 0], "rescale": True, "label": ""},
     }
     g["r_lora"] = {
-        "class_type": "VelocityNormProbe",
+        "class_type": "NormGuardVelocityNormProbe",
         "inputs": {"model": ["lora", 0], "reference": ["unet", 0], "rescale": True, "label": ""},
     }
     sample(g, "sd3", ["r_same", 0], "r_same", node="ks_rsame", steps=3)

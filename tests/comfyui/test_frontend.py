@@ -1,8 +1,8 @@
 """The web extension in ComfyUI's real frontend (headless Chromium driven by playwright-core).
 
 One browser session opens a workflow built from the frontend's own node definitions (tiny SD3 kit):
-a NormGuard trainer whose MODEL and the base model each go through a VelocityNormProbe into a
-6-step Heun KSampler, both probe logs into one VelocityNormGraph. It queues it, samples the chart
+a NormGuard trainer whose MODEL and the base model each go through a NormGuardVelocityNormProbe into a
+6-step Heun KSampler, both probe logs into one NormGuardVelocityNormGraph. It queues it, samples the chart
 canvases while it runs, then saves and reopens the workflow -- in the classic LiteGraph canvas, in
 the Vue nodes mode, and once more with everything charted converted into a subgraph (the server then
 names those nodes by execution ids such as "12:5"). Every example workflow of example_workflows/ is opened too
@@ -107,14 +107,14 @@ def e2e_spec(lora_name: str, seed: int) -> dict:
         node("pos", "CLIPTextEncode", (780, 0), (300, 110), text="a red cube"),
         node("neg", "CLIPTextEncode", (780, 150), (300, 110), text=""),
         node("latent", "EmptySD3LatentImage", (780, 300), width=64, height=64, batch_size=1),
-        node("p_base", "VelocityNormProbe", (780, 450), (380, 320), label="base"),
-        node("p_tuned", "VelocityNormProbe", (780, 800), (380, 320), label="tuned"),
+        node("p_base", "NormGuardVelocityNormProbe", (780, 450), (380, 320), label="base"),
+        node("p_tuned", "NormGuardVelocityNormProbe", (780, 800), (380, 320), label="tuned"),
     ]
     sampler = dict(seed=seed, steps=STEPS, cfg=3.0, sampler_name="heun", scheduler="simple")
     nodes += [
         node("ks_base", "KSampler", (1200, 0), **sampler),
         node("ks_tuned", "KSampler", (1200, 330), **sampler),
-        node("graph", "VelocityNormGraph", (1530, 0), (460, 560)),
+        node("graph", "NormGuardVelocityNormGraph", (1530, 0), (460, 560)),
     ]
     links = [
         ("clip", 0, "pos", "clip"), ("clip", 0, "neg", "clip"),
@@ -323,7 +323,11 @@ def test_the_subgraph_run_charted_nodes_inside_a_subgraph(browser):
     assert {e["node"] for e in wf["events"]} == {
         wf["executionIds"][k] for k in ("train", "p_base", "p_tuned")
     }
-    types = {"graph": "VelocityNormGraph", "p_base": "VelocityNormProbe", "train": "NormGuardTrainLoRA"}
+    types = {
+        "graph": "NormGuardVelocityNormGraph",
+        "p_base": "NormGuardVelocityNormProbe",
+        "train": "NormGuardTrainLoRA",
+    }
     for key, type_ in types.items():
         assert wf["chartsAfter"][wf["keys"][key]]["type"] == type_
 
@@ -360,7 +364,7 @@ def test_charts_work_in_a_subgraph_inside_a_subgraph(browser):
         "graphRunsAtExecuting"
     ]
     graph = wf["chartsAfter"][keys["graph"]]
-    assert graph["visible"] and graph["type"] == "VelocityNormGraph"
+    assert graph["visible"] and graph["type"] == "NormGuardVelocityNormGraph"
     assert points(graph)[("‖v‖ / ‖v_ref‖", "base")] == points(graph)[("‖v‖ / ‖v_ref‖", "tuned")] == STEPS
     for key in ("graph", "p_base", "p_tuned"):
         assert points(wf["chartsReopened"][keys[key]]) == points(wf["chartsAfter"][keys[key]]), key
@@ -376,7 +380,7 @@ def test_examples_open_without_missing_nodes_and_convert_like_the_frontend(brows
     charted = [
         n
         for n in workflow["nodes"]
-        if n["type"] in ("VelocityNormProbe", "VelocityNormGraph", "NormGuardTrainLoRA")
+        if n["type"] in ("NormGuardVelocityNormProbe", "NormGuardVelocityNormGraph", "NormGuardTrainLoRA")
     ]
     assert len(wf["chartsBefore"]) == len(charted) and all(c["visible"] for c in wf["chartsBefore"].values())
     frontend = {k: {"class_type": v["class_type"], "inputs": v["inputs"]} for k, v in wf["apiPrompt"].items()}

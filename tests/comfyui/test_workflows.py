@@ -42,7 +42,7 @@ def test_every_node_and_link_is_known_to_comfyui(path, object_info):
     workflow = load(path)
     assert problems(workflow, object_info) == []
     types = {n["type"] for n in workflow["nodes"]} - FRONTEND_ONLY
-    assert {"VelocityNormProbe", "NormGuardTrainLoRA"} & types, "each example shows the pack's nodes"
+    assert {"NormGuardVelocityNormProbe", "NormGuardTrainLoRA"} & types, "each example shows the pack's nodes"
 
 
 def tiny(prompt: dict[str, dict], iterations: int = 2) -> dict[str, dict]:
@@ -84,7 +84,7 @@ def probe_labels(workflow: dict) -> list[str]:
     """The curve labels of the workflow's probes, in the graph node's input order."""
     nodes = {n["id"]: n for n in workflow["nodes"]}
     links = {link[0]: link for link in workflow["links"]}
-    graph = next(n for n in workflow["nodes"] if n["type"] == "VelocityNormGraph")
+    graph = next(n for n in workflow["nodes"] if n["type"] == "NormGuardVelocityNormGraph")
     labels = []
     for slot in graph["inputs"]:
         if slot["name"].startswith("probe_log") and slot.get("link") is not None:

@@ -1,0 +1,84 @@
+"""What a published pack needs in a real ComfyUI: workflows saved with the old node ids still run,
+search aliases and the experimental mark reach the frontend, and the pack works under the folder
+name a registry install gives it (custom_nodes/<registry id>) as well as under a clone's."""
+
+from __future__ import annotations
+
+import re
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from .client import Comfy
+from .conftest import COMFYUI_PATH, COMFYUI_PYTHON
+from .graphs import loaders, sample
+from .server import REPO, comfyui_server
+
+# [project] name: the registry id, and the folder `comfy node install` creates
+REGISTRY_ID = re.search(r'^name = "([^"]+)"', (REPO / "pyproject.toml").read_text(encoding="utf-8"), re.M)[1]
+
+
+def test_node_metadata_reaches_the_frontend(comfy):
+    info = comfy.get("/object_info")
+    assert info["NormGuardTrainLoRA"]["experimental"] is True
+    assert {"reward", "rlhf", "lora train"} <= set(info["NormGuardTrainLoRA"]["search_aliases"])
+    assert "velocity norm" in info["NormGuardVelocityNormProbe"]["search_aliases"]
+    for old, new in (("VelocityNormProbe", "NormGuardVelocityNormProbe"), ("VelocityNormGraph", "NormGuardVelocityNormGraph")):  # fmt: skip
+        assert info[old]["deprecated"] is True, "old ids are hidden from search"
+        assert info[old]["input"] == info[new]["input"] and info[old]["output"] == info[new]["output"]
+
+
+def test_a_workflow_saved_with_the_old_ids_still_runs(comfy):
+    """The ids before the pack prefix, with the probe's optional reference left unconnected."""
+    g = loaders("sd3")
+    g["p"] = {
+        "class_type": "VelocityNormProbe",
+        "inputs": {"model": ["unet", 0], "rescale": False, "label": "old id"},
+    }
+    sample(g, "sd3", ["p", 0], "old_ids", steps=3)
+    g["graph"] = {"class_type": "VelocityNormGraph", "inputs": {"samples": ["ks", 0], "probe_log": ["p", 1]}}
+    log = comfy.run(g)["graph"]["normguard_probe"][0]
+    assert log["label"] == "old id" and log["step"] == [0, 1, 2] and log["node"] == "p"
+    assert all(n is not None and n > 0 for n in log["norm"])
+
+
+@pytest.fixture(scope="module")
+def registry_folder_server(base_dir, tmp_path_factory):
+    """A second ComfyUI whose custom_nodes holds the pack as custom_nodes/<registry id>/ (the same
+    models as the main test server)."""
+    base = tmp_path_factory.mktemp("registry-base")
+    (base / "models").symlink_to(base_dir / "models", target_is_directory=True)
+    (base / "custom_nodes").mkdir()
+    (base / "custom_nodes" / REGISTRY_ID).symlink_to(REPO, target_is_directory=True)
+    with comfyui_server(base, COMFYUI_PATH, COMFYUI_PYTHON) as running:
+        yield running
+
+
+@pytest.mark.parametrize("folder", ["normguard", REGISTRY_ID])
+def test_the_pack_works_under_both_folder_names(folder, comfy, registry_folder_server):
+    """Nodes, the web extension (served under the folder's name, imports relative) and the templates."""
+    server = comfy if folder == "normguard" else Comfy(registry_folder_server.url)
+    info = server.get("/object_info")
+    assert "NormGuardTrainLoRA" in info and "NormGuardVelocityNormProbe" in info
+    scripts = server.get("/extensions")
+    assert f"/extensions/{folder}/normguard.js" in scripts, scripts
+    with urllib.request.urlopen(f"{server.url}/extensions/{folder}/normguard.js") as r:
+        js = r.read().decode()
+    assert 'from "./charts.js"' in js and 'from "../../scripts/app.js"' in js
+    templates = server.get("/api/workflow_templates")
+    assert sorted(templates[folder]) == sorted(p.stem for p in (REPO / "example_workflows").glob("*.json"))
+    if folder == REGISTRY_ID:
+        g = loaders("sd3")
+        g["p"] = {
+            "class_type": "NormGuardVelocityNormProbe",
+            "inputs": {"model": ["unet", 0], "rescale": False, "label": "x"},
+        }
+        sample(g, "sd3", ["p", 0], "registry_folder", steps=2)
+        g["graph"] = {
+            "class_type": "NormGuardVelocityNormGraph",
+            "inputs": {"samples": ["ks", 0], "probe_log": ["p", 1]},
+        }
+        assert server.run(g)["graph"]["normguard_probe"][0]["step"] == [0, 1]
+        log = Path(registry_folder_server.log).read_text(encoding="utf-8", errors="replace")
+        assert "IMPORT FAILED" not in log, log[-3000:]
