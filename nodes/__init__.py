@@ -16,7 +16,8 @@ frontend with `api.addEventListener(name, e => e.detail)`):
 
 - "normguard.train", from NormGuardTrainLoRA; every payload has "node" (the node's id in the graph)
   and "phase":
-    start:      {iterations, start_iteration, method}
+    start:      {iterations, start_iteration, method, warnings: [...] (set-up problems, e.g. no
+                 quality score; also shown as the node's text)}
     iteration:  {iteration, iterations, metrics: {reward_mean, reward_std, loss, penalty, train_rho,
                  v_norm, v_ref_norm, grad_norm, time_*, and after an evaluation its metrics too:
                  eval_reward, rho_mean, rho_per_step: [...], ...}}  (one per finished iteration;

@@ -29,6 +29,7 @@ from ..trainer.config import TrainConfig, canonical_keys, read_prompt_lines
 from ..trainer.files import json_safe, read_yaml
 from ..trainer.loop import Trainer
 from ..trainer.rewards import build_rewards
+from ..trainer.trackers import installed_trackers
 from .inputs import MAX_EXTRA, MAX_PROMPTS, capped, plain_yaml
 from .lora import apply_lora_file, publish_lora
 from .messages import send_event, show_text
@@ -105,6 +106,7 @@ class ComfyProgress(Callback):
     def __init__(self, node: str | None, sample_steps: int):
         self.node, self.steps = node, sample_steps
         self.done, self.total, self.start, self.pbar = 0, 1, 0, None
+        self.warnings: list[str] = []
 
     def _interrupt(self) -> None:
         import comfy.model_management
@@ -121,15 +123,16 @@ class ComfyProgress(Callback):
         self.total = max(1, (self.iterations - self.start) * (self.steps + 1))
         self.pbar = comfy.utils.ProgressBar(self.total, node_id=self.node)
         self.pbar.update_absolute(0, self.total)
+        self.warnings = list(info.get("warnings") or [])  # set-up problems, also kept in the summary
         self.event(
             "start",
             iterations=self.iterations,
             start_iteration=self.start,
             method=info.get("method"),
-            warnings=info.get("warnings", []),
+            warnings=self.warnings,
         )
-        if info.get("warnings"):
-            show_text(self.node, "\n".join(info["warnings"]))
+        if self.warnings:
+            show_text(self.node, "\n".join(self.warnings))
         self._interrupt()
 
     def on_sample_step(self, step: int, total: int) -> None:
@@ -345,7 +348,7 @@ class NormGuardTrainLoRA(io.ComfyNode):
         trained, patched = apply_lora_file(model, folder_paths.get_full_path_or_raise("loras", lora_file))
         metrics = result.run_dir / "metrics.jsonl"
         history = metrics.read_text(encoding="utf-8") if metrics.is_file() else ""
-        summary = summarize(result, lora_file, patched)
+        summary = "\n".join([summarize(result, lora_file, patched), *progress.warnings])
         progress.event("end", status=result.status, iteration=result.iterations, lora=lora_file)
         show_text(node, summary)
         shown = {"text": [summary]}
@@ -429,6 +432,21 @@ class NormGuardTrainOptions(io.ComfyNode):
                     default="",
                     tooltip="Any other TrainConfig keys as YAML, e.g. 'nft_beta: 1.5'.",
                 ),
+                # new widgets go last: saved workflows keep their widget values in order
+                io.String.Input(
+                    "log_with",
+                    default="",
+                    tooltip="Experiment trackers, comma-separated (empty = none): tensorboard, wandb, mlflow, "
+                    f"trackio, or all; installed here: {', '.join(installed_trackers()) or 'none'}. Logs go to "
+                    "the run folder (output/normguard/<lora_name>/).",
+                ),
+                io.String.Input(
+                    "eval_prompts",
+                    multiline=True,
+                    default="",
+                    tooltip="Held-out evaluation prompts, one per line (empty = the training prompts); a "
+                    "NormGuard Load Prompts node can feed it from a file.",
+                ),
                 OptionsType.Input("options", optional=True),
             ],
             outputs=[OptionsType.Output(display_name="options")],
@@ -437,7 +455,7 @@ class NormGuardTrainOptions(io.ComfyNode):
     @classmethod
     def execute(
         cls, extra="", lora_targets="", lora_alpha=0.0, guidance=0.0, init_lora="none", monitor=None, options=None,
-        **values,
+        log_with="", eval_prompts="", **values,
     ) -> io.NodeOutput:  # fmt: skip
         if options is not None and not isinstance(options, TrainOptions):
             raise ValueError(
@@ -451,6 +469,13 @@ class NormGuardTrainOptions(io.ComfyNode):
         out["lora_targets"] = [
             t.strip() for t in lora_targets.replace("\n", ",").split(",") if t.strip()
         ] or None
+        log_with = capped(log_with, MAX_EXTRA, "NormGuardTrainOptions: log_with")
+        if trackers := [t.strip() for t in log_with.replace("\n", ",").split(",") if t.strip()]:
+            out["log_with"] = trackers
+        if eval_list := read_prompt_lines(
+            capped(eval_prompts, MAX_PROMPTS, "NormGuardTrainOptions: eval_prompts")
+        ):
+            out["eval_prompts"] = eval_list
         if init_lora != "none":
             out["init_lora"] = init_lora  # a name in the loras folder, resolved by the trainer node
         if monitor:

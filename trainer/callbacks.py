@@ -7,7 +7,6 @@ cancel check. A callback may raise to stop training (the loop saves the last goo
 from __future__ import annotations
 
 import json
-import math
 import os
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from .files import json_safe
 
 class Callback:
     def on_train_start(self, info: dict[str, Any]) -> None:
-        """info: iterations, start_iteration, run_dir, method, ..."""
+        """info: iterations, start_iteration, run_dir, method, warnings (set-up problems), ..."""
 
     def on_sample_step(self, step: int, total: int) -> None:
         """One sampler step of the current rollout is done."""
@@ -91,43 +90,22 @@ def trim_metrics(path: Path, keep_through: int | None) -> None:
 
 
 class MetricsWriter(Callback):
-    """metrics.jsonl (appended, one line per iteration, non-finite values as null) and TensorBoard
-    scalars. `resume_at`: the checkpoint's iteration when resuming (None for a fresh start): rows and
-    TensorBoard points after it are dropped, so no iteration shows twice."""
+    """metrics.jsonl (appended, one line per iteration, non-finite values as null; experiment trackers:
+    trackers.py). `resume_at`: the checkpoint's iteration when resuming (None for a fresh start): rows
+    after it are dropped, so no iteration shows twice."""
 
-    def __init__(self, run_dir: Path, tensorboard: bool = True, resume_at: int | None = None):
+    def __init__(self, run_dir: Path, resume_at: int | None = None):
         self.path = Path(run_dir) / "metrics.jsonl"
         trim_metrics(self.path, resume_at)
-        self.tb = None
-        if tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
-
-            # purge_step: TensorBoard drops the earlier session's points from this step on
-            purge = 0 if resume_at is None else resume_at + 1
-            self.tb = SummaryWriter(str(Path(run_dir) / "tensorboard"), purge_step=purge)
 
     def on_iteration_end(self, iteration: int, metrics: dict[str, Any]) -> None:
         line = json.dumps(json_safe({"iteration": iteration, **metrics}), allow_nan=False) + "\n"
         with self.path.open("a", encoding="utf-8") as f:
             f.write(line)
-        if self.tb is not None:
-            for k, v in metrics.items():
-                if isinstance(v, (int, float)) and math.isfinite(v):
-                    self.tb.add_scalar(k, v, iteration)
-                elif isinstance(v, list) and k == "rho_per_step":
-                    for step, r in enumerate(v):
-                        self.tb.add_scalar(f"rho_step/{step:02d}", r, iteration)
-            self.tb.flush()
 
     def on_evaluation(self, evaluation: Any) -> None:
         if evaluation.iteration == 0:  # the base model's evaluation has no training metrics to join
             self.on_iteration_end(0, evaluation.metrics)
-        if self.tb is not None:
-            self.tb.add_image("eval/grid", evaluation.grid, evaluation.iteration)
-
-    def on_train_end(self, result: Any) -> None:
-        if self.tb is not None:
-            self.tb.close()
 
 
 class TqdmProgress(Callback):

@@ -25,6 +25,7 @@ import yaml
 
 from .rewards import REGISTRY, RewardSpec
 from .settings import check_value, coerce_numbers, is_finite_number, setting
+from .trackers import tracker_problem
 
 METHODS = ("nft", "awm", "dpo", "grpo")
 
@@ -40,6 +41,7 @@ RESUMABLE_CHANGES = {
     "warn_quality_drop",
     "stop_on_warning",
     "tensorboard",
+    "log_with",
 }
 # old name -> current name; YAML files, run folders' config.yaml and CLI flags may use either
 KEY_ALIASES = {"cfg": "cfg_scale"}
@@ -209,7 +211,14 @@ class TrainConfig:
     )
     keep_checkpoints: int = setting(2, "how many recent checkpoints to keep", min=1, max=1000)
     max_nonfinite: int = setting(3, "stop after this many non-finite steps in a row", min=1, max=1000)
-    tensorboard: bool = setting(True, "also log metrics to TensorBoard")
+    tensorboard: bool = setting(
+        True, "also log metrics to TensorBoard (skipped with a warning if not installed)"
+    )
+    log_with: list[str] = setting(
+        [],
+        "experiment trackers (accelerate's): tensorboard, wandb, mlflow, trackio, aim, comet_ml, clearml, "
+        "dvclive; 'all' = every installed one",
+    )
     # --- evaluation and early warnings ----------------------------------------------------------
     eval_every: int = setting(
         10, "evaluate on the fixed held-out set every N iterations (0 = never)", min=0, max=100000
@@ -219,14 +228,20 @@ class TrainConfig:
     eval_samples: int = setting(4, "images per evaluation (fixed prompts and seeds)", min=1, max=256)
     eval_few_steps: int = setting(4, "also evaluate at this few-step count (0 = skip)", min=0, max=200)
     eval_quality: str = setting(
-        "brisque", "independent no-reference quality score logged at evaluations ('' = none)"
+        "niqe",
+        "independent no-reference quality score logged at evaluations: niqe (installs with the pack), "
+        "brisque ([iqa] extra), another reward id, or '' for none",
     )
     monitor_rewards: list[RewardSpec] = setting([], "rewards scored at evaluations but never trained on")
     warn_rho: float = setting(
         1.10, "warn when the evaluation's mean per-step rho exceeds this", min=0.0, max=10.0, step=0.01
     )
-    warn_quality_drop: float = setting(
-        10.0, "warn when the quality score falls this far below the base model's", min=0.0, max=1e6
+    warn_quality_drop: float | None = setting(
+        None,
+        "warn when the quality score falls this far below the base model's (null: the score's own "
+        "tolerance, niqe 1.0, brisque 10)",
+        min=0.0,
+        max=1e6,
     )
     stop_on_warning: bool = setting(False, "stop training at the first warning (the best LoRA is kept)")
     keep_best: str = setting(
@@ -311,6 +326,7 @@ def _cross_checks(c: TrainConfig) -> list[tuple[bool, str]]:
     """Rules a single key's declaration cannot say: (holds, message when it does not)."""
     specs = [*c.rewards, *c.monitor_rewards]
     unknown = [s.name for s in specs if s.name not in REGISTRY]
+    trackers = tracker_problem(c.log_with)
     return [
         (
             c.method != "dpo" or c.micro_batch_size >= 2,
@@ -330,6 +346,7 @@ def _cross_checks(c: TrainConfig) -> list[tuple[bool, str]]:
             c.eval_quality in ("", *REGISTRY),
             f"eval_quality must be '' or a reward id ({', '.join(sorted(REGISTRY))}), got {c.eval_quality!r}",
         ),
+        (not trackers, trackers),
         (
             bool(c.lora_name) and not {"/", "\\"} & set(c.lora_name) and c.lora_name not in (".", ".."),
             f"lora_name must be a plain file name, got {c.lora_name!r}",

@@ -61,14 +61,32 @@ def _number(value: Any) -> float:
     return float(value) if isinstance(value, (int, float)) else math.nan
 
 
-def load_monitors(cfg: TrainConfig, device: torch.device) -> dict[str, Reward]:
-    """The independent quality score (if its package is installed) and the monitor-only rewards."""
+# how far each quality score may fall below the base model's before a warning (warn_quality_drop
+# unset): NIQE rose by 0.6-2.7 when scikit-image's photos were over-sharpened and by 0-1.1 when their
+# saturation was doubled (scripts/fit_niqe.py); BRISQUE's scale is about ten times wider
+QUALITY_TOLERANCE = {"niqe": 1.0, "brisque": 10.0}
+
+
+def quality_tolerance(cfg: TrainConfig) -> float:
+    if cfg.warn_quality_drop is not None:
+        return cfg.warn_quality_drop
+    return QUALITY_TOLERANCE.get(cfg.eval_quality, 10.0)
+
+
+def load_monitors(
+    cfg: TrainConfig, device: torch.device, warnings: list[str] | None = None
+) -> dict[str, Reward]:
+    """The independent quality score (if its package is installed) and the monitor-only rewards. A
+    quality score that cannot load is reported in `warnings` (shown on the ComfyUI node) and the log."""
     monitors: dict[str, Reward] = {}
     if cfg.eval_quality:
         try:
             monitors[cfg.eval_quality] = load_reward(RewardSpec(cfg.eval_quality), device)
-        except ImportError as e:  # optional extra not installed: evaluate without it, say so once
-            log.warning("no independent quality score during evaluation: %s", e)
+        except ImportError as e:  # optional extra not installed: evaluate without it, say so
+            message = f"no independent quality score (eval_quality: {cfg.eval_quality}): {e}"
+            log.warning(message)
+            if warnings is not None:
+                warnings.append(message)
     for spec in cfg.monitor_rewards:
         monitors[spec.name] = load_reward(spec, cfg.reward_device or device)
     return monitors
@@ -176,10 +194,10 @@ class DriftMonitor:
                 f"iteration {ev.iteration}: {self.quality_key} is not a number (the base model's: "
                 f"{_number(self.base.get(self.quality_key))}): images may be degrading"
             )
-        elif drop > self.cfg.warn_quality_drop:
+        elif drop > quality_tolerance(self.cfg):
             out.append(
                 f"iteration {ev.iteration}: {self.quality_key} fell {drop:.2f} below the base "
-                f"model's (> warn_quality_drop {self.cfg.warn_quality_drop}): images may be degrading"
+                f"model's (> warn_quality_drop {quality_tolerance(self.cfg)}): images may be degrading"
             )
         return out
 
@@ -196,7 +214,7 @@ class DriftMonitor:
         if mode == "none" or ev.iteration == 0:
             return False
         if mode == "reward":
-            if not self.quality_drop(ev.metrics) <= self.cfg.warn_quality_drop:  # NaN drop: not best
+            if not self.quality_drop(ev.metrics) <= quality_tolerance(self.cfg):  # NaN drop: not best
                 return False
             score = _number(ev.metrics.get("eval_reward"))
         else:

@@ -36,6 +36,7 @@ from .old_policy import OldPolicy
 from .penalty import norm_stats, normguard_penalty, resolve_form
 from .rewards import RewardSet, build_rewards
 from .rollout import guided_velocity, randn, sample
+from .trackers import Trackers, installed_trackers, resolve_trackers
 
 log = logging.getLogger("normguard")
 
@@ -149,7 +150,7 @@ class Trainer:
             self.backend.offload_text_encoders()
         self.evaluator, self.drift = None, DriftMonitor(cfg, None)
         if cfg.eval_every and acc.is_main_process:  # evaluation runs on the main process only
-            monitors = load_monitors(cfg, self.device)
+            monitors = load_monitors(cfg, self.device, self.warnings)
             self.drift = DriftMonitor(cfg, quality_key(cfg, monitors))
             self.evaluator = Evaluator(
                 cfg,
@@ -167,9 +168,23 @@ class Trainer:
             self.drift.load_state_dict(self.state["drift"])
         resume_at = self.state["iteration"] if self.resumed_from is not None else None
         writers = (
-            [MetricsWriter(self.run_dir.root, cfg.tensorboard, resume_at)] if acc.is_main_process else []
+            [MetricsWriter(self.run_dir.root, resume_at), *self._trackers(resume_at)]
+            if acc.is_main_process
+            else []
         )
         self.callbacks = CallbackList([*writers, *callbacks] if acc.is_main_process else [])
+
+    def _trackers(self, resume_at: int | None) -> list[Callback]:
+        """log_with's trackers, plus TensorBoard when `tensorboard` is on and it is installed."""
+        names = resolve_trackers(self.cfg.log_with)
+        if self.cfg.tensorboard and "tensorboard" not in names:
+            if "tensorboard" in installed_trackers():
+                names.append("tensorboard")
+            else:
+                log.warning("tensorboard is not installed: no TensorBoard logs (pip install tensorboard)")
+        if not names:
+            return []
+        return [Trackers(names, self.run_dir.root, self.cfg.to_dict(), resume_at)]
 
     # --- the loop ---------------------------------------------------------------------------------
     def run(self) -> TrainResult:

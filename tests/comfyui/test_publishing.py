@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from .client import Comfy
+from .client import Comfy, GraphError
 from .conftest import COMFYUI_PATH, COMFYUI_PYTHON
 from .graphs import loaders, sample
 from .server import REPO, comfyui_server
@@ -82,3 +82,43 @@ def test_the_pack_works_under_both_folder_names(folder, comfy, registry_folder_s
         assert server.run(g)["graph"]["normguard_probe"][0]["step"] == [0, 1]
         log = Path(registry_folder_server.log).read_text(encoding="utf-8", errors="replace")
         assert "IMPORT FAILED" not in log, log[-3000:]
+
+
+def test_trackers_are_opt_in_and_eval_prompts_have_an_input(comfy, output_dir):
+    """The options node's log_with (empty: no tracker, not even TensorBoard) and eval_prompts reach the
+    run's config; a tracker that is not installed is refused, naming the key and what to install."""
+    import yaml
+
+    from .graphs import train
+
+    g = train(
+        "sd3", "opt_in", iterations=1, options={"eval_every": 1, "eval_prompts": "a green cone\n# no\n"}
+    )
+    comfy.run(g, timeout=600)
+    run = output_dir / "normguard" / "opt_in"
+    config = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8"))
+    assert config["eval_prompts"] == ["a green cone"] and config["log_with"] == []
+    assert config["tensorboard"] is False and not (run / "tensorboard").exists()
+    missing = next((t for t in ("wandb", "mlflow", "trackio") if t not in installed_in_comfyui(comfy)), None)
+    if missing:
+        g = train("sd3", "opt_in_missing", iterations=1, options={"log_with": missing})
+        with pytest.raises(GraphError, match=f"log_with: {missing} is not installed"):
+            comfy.run(g, timeout=600)
+
+
+def installed_in_comfyui(comfy) -> str:
+    """The trackers the options node's tooltip lists as installed in ComfyUI's Python."""
+    tooltip = comfy.get("/object_info/NormGuardTrainOptions")["NormGuardTrainOptions"]["input"]["required"]
+    return tooltip["log_with"][1]["tooltip"].split("installed here:")[1]
+
+
+def test_a_missing_quality_score_shows_on_the_trainer_node(comfy):
+    """ComfyUI's Python here lacks the brisque package: the node says so (the default, niqe, needs none)."""
+    from .graphs import train
+
+    g = train("sd3", "no_quality", iterations=1, options={"eval_every": 1, "extra": "eval_quality: brisque"})
+    text = "\n".join(comfy.run(g, timeout=600)["train"]["text"])
+    assert "no independent quality score (eval_quality: brisque)" in text and "pip install" in text
+    g = train("sd3", "niqe_quality", iterations=1, options={"eval_every": 1})
+    out = comfy.run(g, timeout=600)
+    assert "no independent quality score" not in "\n".join(out["train"]["text"])

@@ -2,7 +2,7 @@
 or optional packages (transformers models, rapidocr, brisque, open_clip) load only when a reward
 is built."""
 
-from . import clip, hps, iqa, jpeg, ocr, scene  # noqa: F401  (register their rewards)
+from . import clip, hps, iqa, jpeg, niqe, ocr, scene  # noqa: F401  (register their rewards)
 from .base import (
     REGISTRY,
     Reward,

@@ -1,0 +1,160 @@
+"""Experiment trackers through accelerate's tracker classes (TensorBoard, Weights & Biases, MLflow,
+Trackio, ...; `log_with` in the config): the run's config once, every iteration's scalars, and each
+evaluation's grid as an image (an artifact file for MLflow; Trackio gets the scalars only).
+
+Each tracker keeps its files in the run folder where it can: TensorBoard in tensorboard/, W&B in
+wandb/ (offline runs too: WANDB_MODE=offline), MLflow in mlruns/. A resumed run continues the same
+W&B run (its id is derived from the run folder), and TensorBoard drops the events a crashed run wrote
+after its last checkpoint (purge_step), so no curve is drawn twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .callbacks import Callback
+
+PROJECT = "normguard"
+# the trackers accelerate knows, and the module each needs
+TRACKER_MODULES = {
+    "tensorboard": ("tensorboard", "tensorboardX"),
+    "wandb": ("wandb",),
+    "mlflow": ("mlflow",),
+    "trackio": ("trackio",),
+    "aim": ("aim",),
+    "comet_ml": ("comet_ml",),
+    "clearml": ("clearml",),
+    "dvclive": ("dvclive",),
+}
+
+
+def installed_trackers() -> list[str]:
+    return [n for n, mods in TRACKER_MODULES.items() if any(importlib.util.find_spec(m) for m in mods)]
+
+
+def resolve_trackers(names: list[str]) -> list[str]:
+    """`log_with` as tracker names: "all" is every installed one, "none" (or nothing) none. An unknown or
+    uninstalled name is an error naming the key and what to install."""
+    names = [n.strip().lower() for n in names if n.strip()]
+    if not names or names == ["none"]:
+        return []
+    if names == ["all"]:
+        return installed_trackers()
+    unknown = sorted(set(names) - set(TRACKER_MODULES))
+    if unknown:
+        raise ValueError(
+            f"log_with: unknown tracker {unknown}; known: all, none, {', '.join(TRACKER_MODULES)}"
+        )
+    missing = [n for n in names if n not in installed_trackers()]
+    if missing:
+        raise ValueError(
+            f"log_with: {', '.join(missing)} is not installed (pip install {' '.join(missing)}); "
+            f"installed: {', '.join(installed_trackers()) or 'none'}"
+        )
+    return list(dict.fromkeys(names))
+
+
+def tracker_problem(names: list[str]) -> str:
+    """Why `log_with` cannot be used ('' when it can)."""
+    try:
+        resolve_trackers(names)
+    except ValueError as e:
+        return str(e)
+    return ""
+
+
+def scalars(metrics: dict[str, Any]) -> dict[str, float]:
+    """Finite numbers, and rho per sampler step as rho_step/NN."""
+    out: dict[str, float] = {}
+    for k, v in metrics.items():
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+            out[k] = float(v)
+        elif k == "rho_per_step" and isinstance(v, list):
+            out |= {
+                f"rho_step/{i:02d}": float(r) for i, r in enumerate(v) if r is not None and math.isfinite(r)
+            }
+    return out
+
+
+def flat_config(config: dict[str, Any]) -> dict[str, Any]:
+    """Config values trackers accept as hyperparameters (bool, int, float, str); lists and mappings as text."""
+    return {
+        k: v if isinstance(v, (bool, int, float, str)) else ("" if v is None else str(v))
+        for k, v in config.items()
+    }
+
+
+def wandb_run_id(run_dir: Path) -> str:
+    """One W&B run per run folder, so a resume continues it."""
+    return hashlib.sha1(str(Path(run_dir).resolve()).encode()).hexdigest()[:16]
+
+
+def grid_hwc(grid: torch.Tensor) -> np.ndarray:
+    """[3, H, W] in [0, 1] -> uint8 [H, W, 3]."""
+    return (grid.float().clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
+
+
+class Trackers(Callback):
+    """Logs to accelerate trackers (the trainer attaches it on the main process only)."""
+
+    def __init__(self, names: list[str], run_dir: Path, config: dict[str, Any], resume_at: int | None = None):
+        from accelerate.tracking import LOGGER_TYPE_TO_CLASS
+
+        self.run_dir = Path(run_dir)
+        self.trackers = []
+        for name in names:
+            args, kwargs = self._init(name, resume_at)
+            tracker = LOGGER_TYPE_TO_CLASS[name](*args, **kwargs)
+            if hasattr(tracker, "start"):  # newer accelerate creates the writer or run in start()
+                tracker.start()
+            tracker.store_init_configuration(flat_config(config))
+            self.trackers.append(tracker)
+
+    def _init(self, name: str, resume_at: int | None) -> tuple[tuple, dict[str, Any]]:
+        root = self.run_dir
+        if name == "tensorboard":  # <run>/tensorboard; a resume drops what was logged after its checkpoint
+            return ("tensorboard", str(root)), {"purge_step": 0 if resume_at is None else resume_at + 1}
+        if name == "wandb":
+            return (PROJECT,), {
+                "dir": str(root),
+                "name": root.name,
+                "id": wandb_run_id(root),
+                "resume": "allow",
+            }
+        if name == "mlflow":
+            return (PROJECT,), {"logging_dir": str(root / "mlruns"), "run_name": root.name}
+        if name == "trackio":
+            return (PROJECT,), {"name": root.name}
+        return (PROJECT,), {}
+
+    def log(self, values: dict[str, float], step: int) -> None:
+        if values:
+            for t in self.trackers:
+                t.log(values, step=step)
+
+    def on_iteration_end(self, iteration: int, metrics: dict[str, Any]) -> None:
+        self.log(scalars(metrics), iteration)
+
+    def on_evaluation(self, evaluation: Any) -> None:
+        if evaluation.iteration == 0:  # the base model's numbers; later ones come with their iteration
+            self.log(scalars(evaluation.metrics), 0)
+        image = grid_hwc(evaluation.grid)
+        png = self.run_dir / "evals" / f"iter-{evaluation.iteration:06d}.png"
+        for t in self.trackers:
+            if t.name == "tensorboard":
+                t.log_images({"eval/grid": image[None]}, step=evaluation.iteration, dataformats="NHWC")
+            elif t.name == "mlflow" and png.is_file():
+                t.log_artifact(str(png), artifact_path="evals")
+            elif hasattr(t, "log_images") and t.name != "trackio":
+                t.log_images({"eval/grid": [image]}, step=evaluation.iteration)
+
+    def on_train_end(self, result: Any) -> None:
+        for t in self.trackers:
+            t.finish()
