@@ -235,6 +235,11 @@ def main() -> None:
     ap.add_argument("--micro-batch-size", type=int, help="default: 8 (SD3.5-M), 2 (FLUX)")
     ap.add_argument("--decode-batch-size", type=int, help="default: the group size")
     ap.add_argument("--no-checkpointing", action="store_true", help="gradient checkpointing off")
+    ap.add_argument(
+        "--low-vram",
+        action="store_true",
+        help="the smallest settings without offloading (fp8 base, micro-batch 1, decode 1) for 24/16/12 GB",
+    )
     args = ap.parse_args()
     ckpt = not args.no_checkpointing
     families = ["sd3"] if args.skip_flux else ["sd3", "flux"]
@@ -257,6 +262,10 @@ def main() -> None:
             )
             del backend
     runs = [("sd3", (8, 8), False, 16)] + ([("flux", (4, 2), True, 24)] if "flux" in families else [])
+    if args.low_vram:  # what each lever buys, down to the floor: static memory (weights) is what stays
+        args.decode_batch_size = args.decode_batch_size or 1
+        runs = [("sd3", (8, 2), False, 12), ("sd3", (8, 1), True, 12)]
+        runs += [("flux", (4, 1), True, 16), ("flux", (2, 1), True, 12)] if "flux" in families else []
     print(
         f"\nOne NFT iteration with NormGuard, {args.size} px, LoRA r{args.rank}, "
         f"gradient checkpointing {'on' if ckpt else 'off'} (GiB)"
