@@ -412,7 +412,7 @@ class NormGuardTrainOptions(io.ComfyNode):
                     "lora_format",
                     options=list(LORA_FORMATS),
                     default=LORA_FORMATS[0],
-                    tooltip="Keys of the saved file: ComfyUI's (any model) or diffusers' (SD3/SD3.5, FLUX.1).",
+                    tooltip="Keys of the saved file: ComfyUI's (any model), diffusers' or kohya's (lora_unet_*, with .alpha) for SD3/SD3.5 and FLUX.1.",
                 ),
                 config_input("guidance", tooltip="FLUX.1-dev guidance; 0 = default."),
                 config_input("gradient_checkpointing"),
@@ -436,6 +436,7 @@ class NormGuardTrainOptions(io.ComfyNode):
                 io.String.Input(
                     "log_with",
                     default="",
+                    optional=True,  # optional: API-format workflows saved before it keep validating
                     tooltip="Experiment trackers, comma-separated (empty = none): tensorboard, wandb, mlflow, "
                     f"trackio, or all; installed here: {', '.join(installed_trackers()) or 'none'}. Logs go to "
                     "the run folder (output/normguard/<lora_name>/).",
@@ -444,6 +445,7 @@ class NormGuardTrainOptions(io.ComfyNode):
                     "eval_prompts",
                     multiline=True,
                     default="",
+                    optional=True,
                     tooltip="Held-out evaluation prompts, one per line (empty = the training prompts); a "
                     "NormGuard Load Prompts node can feed it from a file.",
                 ),

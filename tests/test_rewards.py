@@ -22,6 +22,7 @@ from normguard.trainer.rewards import (
 EXPECTED = {
     "aesthetic": True,
     "brisque": False,
+    "niqe": False,
     "clip_score": True,
     "hps": True,
     "jpeg_compressibility": False,

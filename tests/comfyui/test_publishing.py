@@ -9,6 +9,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import torch
 
 from .client import Comfy, GraphError
 from .conftest import COMFYUI_PATH, COMFYUI_PYTHON
@@ -122,3 +123,46 @@ def test_a_missing_quality_score_shows_on_the_trainer_node(comfy):
     g = train("sd3", "niqe_quality", iterations=1, options={"eval_every": 1})
     out = comfy.run(g, timeout=600)
     assert "no independent quality score" not in "\n".join(out["train"]["text"])
+
+
+@pytest.mark.parametrize("kind", ["sd3", "flux"])
+def test_kohya_format_loads_in_the_stock_loader_with_every_key(kind, comfy, base_dir, loras, output_dir):
+    """lora_format kohya: lora_unet_* keys with .alpha; ComfyUI's LoraLoaderModelOnly maps every key (its
+    log names each key it cannot) and samples what the trainer's own MODEL output samples."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    from .graphs import train
+
+    name = f"t_kohya_{kind}"
+    g = train(kind, name, iterations=1, options={"lora_format": "kohya"})
+    sample(g, kind, ["train", 0], f"{name}_trained")
+    trained = comfy.run(g, timeout=600)
+    with safe_open(str(loras / f"{name}.safetensors"), framework="pt") as f:
+        keys, meta = list(f.keys()), dict(f.metadata() or {})
+    assert meta["normguard.lora_format"] == "kohya" and keys
+    assert all(
+        k.startswith("lora_unet_") and k.endswith((".lora_down.weight", ".lora_up.weight", ".alpha"))
+        for k in keys
+    )
+    layers = {k.rsplit(".", 2)[0] if k.endswith(".weight") else k[: -len(".alpha")] for k in keys}
+    assert all(f"{layer}.alpha" in keys for layer in layers)
+    logs = sorted(Path(base_dir).glob("server-*.log"), key=lambda p: p.stat().st_mtime)
+    before = logs[-1].stat().st_size
+    g = loaders(kind)
+    g["stock"] = {
+        "class_type": "LoraLoaderModelOnly",
+        "inputs": {"model": ["unet", 0], "lora_name": f"{name}.safetensors", "strength_model": 1.0},
+    }
+    sample(g, kind, ["stock", 0], f"{name}_stock")
+    out = comfy.run(g)
+    with open(logs[-1], "rb") as f:
+        f.seek(before)
+        new_log = f.read().decode(errors="replace")
+    assert "lora key not loaded" not in new_log, new_log[-2000:]
+
+    def saved(outputs):
+        entry = outputs["ks_save"]["latents"][0]
+        return load_file(str(output_dir / entry["subfolder"] / entry["filename"]))["latent_tensor"]
+
+    assert torch.equal(saved(out), saved(trained)), "the stock loader applies the LoRA the trainer trained"

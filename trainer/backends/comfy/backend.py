@@ -32,7 +32,14 @@ from ..adapter import lora_alpha
 from ..base import Cond, FlowBackend, check_image_size, check_prompts, check_steps, cond_select
 from .families import adds_residuals_in_place, architecture, default_targets, match_targets
 from .identity import check_flow_model
-from .lora import LORA_FORMATS, LoraAdapter, diffusers_layer_names, export_adapters, import_adapters
+from .lora import (
+    LORA_FORMATS,
+    LoraAdapter,
+    check_kohya,
+    diffusers_layer_names,
+    export_adapters,
+    import_adapters,
+)
 from .patching import (
     ForwardPatch,
     Switch,
@@ -107,6 +114,8 @@ class ComfyBackend(FlowBackend):
             raise ValueError(f"lora_format must be one of {', '.join(LORA_FORMATS)}, got {lora_format!r}")
         if lora_format == "diffusers":
             diffusers_layer_names(self.model)  # refuses families without a diffusers layout, before training
+        if lora_format == "kohya":
+            check_kohya(self.model)
         self.lora_format = lora_format
         self.height, self.width = height, width
         self.switch = Switch()
@@ -344,6 +353,8 @@ class ComfyBackend(FlowBackend):
     def lora_metadata(self) -> dict[str, str]:
         return {
             "modelspec.architecture": f"{architecture(self.patcher)}/lora",
-            "modelspec.implementation": "diffusers" if self.lora_format == "diffusers" else "comfyui",
+            "modelspec.implementation": {"diffusers": "diffusers", "kohya": "sd-scripts"}.get(
+                self.lora_format, "comfyui"
+            ),
             "normguard.lora_format": self.lora_format,
         }

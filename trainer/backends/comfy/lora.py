@@ -18,7 +18,10 @@ needs:
 
 Formats (`lora_format`): "comfyui", ComfyUI's own `diffusion_model.<layer>.lora_down/lora_up.weight`;
 "diffusers" (SD3/SD3.5, FLUX.1), `transformer.<diffusers layer>.lora_A/lora_B.weight`. Both follow
-backends/adapter.py's export rule (up times alpha / rank, no .alpha key).
+backends/adapter.py's export rule (up times alpha / rank, no .alpha key). "kohya" (SD3/SD3.5, FLUX.1),
+kohya sd-scripts' `lora_unet_<layer, dots as underscores>.lora_down/lora_up.weight` plus `.alpha`, as
+Forge and the kohya-based tools read it: their layer names for these two families are the original
+MMDiT/FLUX names, which are ComfyUI's; up is stored as trained and `.alpha` carries the scale.
 """
 
 from __future__ import annotations
@@ -32,7 +35,13 @@ from torch import nn
 from ..adapter import check_fits, check_shape, export_weight, lora_delta
 from .families import diffusers_converter
 
-LORA_FORMATS = ("comfyui", "diffusers")
+LORA_FORMATS = ("comfyui", "diffusers", "kohya")
+KOHYA_PREFIX = "lora_unet_"
+
+
+def kohya_name(name: str) -> str:
+    """diffusion_model.joint_blocks.0.x_block.attn.qkv -> lora_unet_joint_blocks_0_x_block_attn_qkv"""
+    return KOHYA_PREFIX + name.removeprefix("diffusion_model.").replace(".", "_")
 
 
 class LoraAdapter(nn.Module):
@@ -55,6 +64,15 @@ def export_adapters(
     """The adapters as a LoRA file's tensors. In the diffusers format a fused ComfyUI layer (qkv, FLUX's
     linear1) becomes one LoRA per diffusers projection sharing lora_A, each lora_B the matching rows
     of up (exact)."""
+    if lora_format == "kohya":
+        check_kohya(model)
+        out = {}
+        for name, a in adapters.items():
+            key = kohya_name(name)
+            out[f"{key}.lora_down.weight"] = export_weight(a.down)
+            out[f"{key}.lora_up.weight"] = export_weight(a.up)
+            out[f"{key}.alpha"] = torch.tensor(a.scale * a.down.shape[0], dtype=torch.float32)
+        return out
     pairs = {name: (export_weight(a.down), export_weight(a.up, a.scale)) for name, a in adapters.items()}
     if lora_format == "comfyui":
         return {
@@ -91,6 +109,14 @@ def import_adapters(
             check_shape(source, f"{name}.lora_up", up.shape, adapter.up.shape, rank)
             adapter.down.copy_(down)
             adapter.up.copy_(up / adapter.scale)
+
+
+def check_kohya(model: Any) -> None:
+    """kohya's names are defined for SD3/SD3.5 and FLUX.1 (refused before training for other models)."""
+    if diffusers_converter(model) is None:
+        raise ValueError(
+            f"lora_format 'kohya' exists for SD3/SD3.5 and FLUX.1 models, not {type(model).__name__}; use 'comfyui'"
+        )
 
 
 def diffusers_layer_names(model: Any) -> dict[str, list[tuple[str, tuple | None]]]:
@@ -135,7 +161,9 @@ def _read_pair(
     tensors: dict[str, torch.Tensor], name: str, rows: int, layers: dict | None, source: str
 ) -> tuple[torch.Tensor, torch.Tensor] | None:
     """(down, effective up) of one adapted layer from a LoRA file, or None when the file lacks it."""
-    if layers is None:  # ComfyUI keys
+    if layers is None:  # ComfyUI's or kohya's keys
+        if f"{name}.lora_down.weight" not in tensors and f"{kohya_name(name)}.lora_down.weight" in tensors:
+            name = kohya_name(name)
         down, up = tensors.get(f"{name}.lora_down.weight"), tensors.get(f"{name}.lora_up.weight")
         if down is None or up is None:
             return None
