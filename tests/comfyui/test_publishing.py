@@ -109,8 +109,8 @@ def test_trackers_are_opt_in_and_eval_prompts_have_an_input(comfy, output_dir):
 
 def installed_in_comfyui(comfy) -> str:
     """The trackers the options node's tooltip lists as installed in ComfyUI's Python."""
-    tooltip = comfy.get("/object_info/NormGuardTrainOptions")["NormGuardTrainOptions"]["input"]["required"]
-    return tooltip["log_with"][1]["tooltip"].split("installed here:")[1]
+    inputs = comfy.get("/object_info/NormGuardTrainOptions")["NormGuardTrainOptions"]["input"]["optional"]
+    return inputs["log_with"][1]["tooltip"].split("installed here:")[1]
 
 
 def test_a_missing_quality_score_shows_on_the_trainer_node(comfy):
