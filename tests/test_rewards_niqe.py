@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from normguard import train
 from normguard.trainer.config import TrainConfig
 from normguard.trainer.rewards import RewardSpec, load_reward, register
-from normguard.trainer.rewards.base import INFO
+from normguard.trainer.rewards.base import INFO, REGISTRY
 from normguard.trainer.rewards.niqe import aggd_features, ggd_features, niqe
 
 
@@ -66,12 +66,20 @@ def test_niqe_is_the_default_quality_score_and_needs_nothing_optional():
     assert scores.shape == (2,) and torch.isfinite(scores).all() and (scores < 0).all()
 
 
-@register("_needs_missing_package", description="a quality score whose package is missing (test)")
-def _missing(spec, device):
-    raise ImportError("the '_needs_missing_package' score needs a package: pip install something")
+@pytest.fixture
+def missing_quality_score():
+    """A registered quality score whose package is missing; unregistered afterwards."""
+
+    def factory(spec, device):
+        raise ImportError("the '_needs_missing_package' score needs a package: pip install something")
+
+    register("_needs_missing_package", description="a quality score whose package is missing (test)")(factory)
+    yield "_needs_missing_package"
+    REGISTRY.pop("_needs_missing_package")
+    INFO.pop("_needs_missing_package")
 
 
-def test_a_quality_score_that_cannot_load_is_a_warning(tiny_config):
+def test_a_quality_score_that_cannot_load_is_a_warning(tiny_config, missing_quality_score):
     seen = []
 
     class Recorder:
@@ -79,7 +87,7 @@ def test_a_quality_score_that_cannot_load_is_a_warning(tiny_config):
             return lambda *args: seen.append((name, args)) if name == "on_train_start" else None
 
     train(
-        tiny_config.replace(eval_quality="_needs_missing_package", iterations=1, eval_every=1),
+        tiny_config.replace(eval_quality=missing_quality_score, iterations=1, eval_every=1),
         callbacks=[Recorder()],
     )
     (info,) = [args[0] for name, args in seen if name == "on_train_start"]
