@@ -113,7 +113,7 @@ def test_trim_metrics_without_checkpoint_drops_every_row(tmp_path):
 def test_non_finite_metrics_are_written_as_null(tiny_config):
     from normguard.trainer.callbacks import MetricsWriter
 
-    w = MetricsWriter(Path(tiny_config.out), tensorboard=False)
+    w = MetricsWriter(Path(tiny_config.out))
     Path(tiny_config.out).mkdir(parents=True, exist_ok=True)
     w.on_iteration_end(1, {"loss": math.nan, "grad_norm": math.inf, "rho_per_step": [1.0, math.nan]})
     line = (Path(tiny_config.out) / "metrics.jsonl").read_text()
