@@ -50,16 +50,9 @@ from pathlib import Path
 
 from normguard.trainer.callbacks import read_metrics_rows
 from normguard.trainer.families.sd3 import FAMILY as SD3
+from normguard.trainer.models.diffusers_shapes import SENTENCES
 
-PROMPTS = [
-    "a photo of a cat sitting on a red sofa",
-    "an astronaut riding a horse on the moon",
-    "a bowl of fresh fruit on a wooden table",
-    "a watercolor painting of a lighthouse at dawn",
-    "a street at night with neon signs and rain",
-    "a close up portrait of an old man smiling",
-    "a sign that says hello world",
-]
+PROMPTS = SENTENCES
 # Our diffusers backend's default LoRA targets for SD3; Flow-Factory is given the same list.
 LORA_TARGETS = list(SD3.lora_targets)
 MIB = 1024 * 1024

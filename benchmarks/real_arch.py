@@ -24,58 +24,15 @@ import tempfile
 import time
 
 import torch
-from diffusers import (
-    AutoencoderKL,
-    FlowMatchEulerDiscreteScheduler,
-    FluxPipeline,
-    FluxTransformer2DModel,
-    SD3Transformer2DModel,
-    StableDiffusion3Pipeline,
-)
+from diffusers import AutoencoderKL, FluxTransformer2DModel, SD3Transformer2DModel
 
 from normguard.trainer.backends.diffusers import DiffusersBackend
 from normguard.trainer.config import TrainConfig
 from normguard.trainer.families import flux, sd3
 from normguard.trainer.loop import Trainer, generator
+from normguard.trainer.models.diffusers_shapes import FLUX_DEV, SD35M, flux_pipeline, sd3_pipeline
+from normguard.trainer.models.diffusers_shapes import VAE_16CH as VAE
 
-SD35M = dict(
-    sample_size=128,
-    patch_size=2,
-    in_channels=16,
-    out_channels=16,
-    num_layers=24,
-    attention_head_dim=64,
-    num_attention_heads=24,
-    joint_attention_dim=4096,
-    caption_projection_dim=1536,
-    pooled_projection_dim=2048,
-    pos_embed_max_size=384,
-    dual_attention_layers=tuple(range(13)),
-    qk_norm="rms_norm",
-)
-FLUX_DEV = dict(
-    patch_size=1,
-    in_channels=64,
-    num_layers=19,
-    num_single_layers=38,
-    attention_head_dim=128,
-    num_attention_heads=24,
-    joint_attention_dim=4096,
-    pooled_projection_dim=768,
-    guidance_embeds=True,
-    axes_dims_rope=(16, 56, 56),
-)
-VAE = dict(
-    in_channels=3,
-    out_channels=3,
-    down_block_types=("DownEncoderBlock2D",) * 4,
-    up_block_types=("UpDecoderBlock2D",) * 4,
-    block_out_channels=(128, 256, 512, 512),
-    layers_per_block=2,
-    latent_channels=16,
-    use_quant_conv=False,
-    use_post_quant_conv=False,
-)
 TINY = {
     "sd3": dict(
         SD35M,
@@ -121,38 +78,10 @@ def build(family: str, device: torch.device, dtype: torch.dtype, tiny: bool) -> 
         with torch.device(device):
             vae = AutoencoderKL(**(TINY["vae"] if tiny else VAE))
             if family == "sd3":
-                tr = SD3Transformer2DModel(**(TINY["sd3"] if tiny else SD35M))
-                pipe = StableDiffusion3Pipeline(
-                    transformer=tr,
-                    vae=vae,
-                    scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
-                    text_encoder=None,
-                    tokenizer=None,
-                    text_encoder_2=None,
-                    tokenizer_2=None,
-                    text_encoder_3=None,
-                    tokenizer_3=None,
-                )
+                pipe = sd3_pipeline(SD3Transformer2DModel(**(TINY["sd3"] if tiny else SD35M)), vae)
                 fam = sd3.Adapter
             else:
-                tr = FluxTransformer2DModel(**(TINY["flux"] if tiny else FLUX_DEV))
-                sched = FlowMatchEulerDiscreteScheduler(
-                    shift=3.0,
-                    use_dynamic_shifting=True,
-                    base_shift=0.5,
-                    max_shift=1.15,
-                    base_image_seq_len=256,
-                    max_image_seq_len=4096,
-                )
-                pipe = FluxPipeline(
-                    transformer=tr,
-                    vae=vae,
-                    scheduler=sched,
-                    text_encoder=None,
-                    tokenizer=None,
-                    text_encoder_2=None,
-                    tokenizer_2=None,
-                )
+                pipe = flux_pipeline(FluxTransformer2DModel(**(TINY["flux"] if tiny else FLUX_DEV)), vae)
                 fam = flux.Adapter
     finally:
         torch.set_default_dtype(prev)

@@ -19,6 +19,7 @@ from diffusers import SD3Transformer2DModel
 
 from normguard.trainer.backends.peft_lora import PeftLoraBackend
 from normguard.trainer.families.sd3 import FAMILY as SD3
+from normguard.trainer.models.diffusers_shapes import SD35M
 
 
 class Bare(PeftLoraBackend):
@@ -65,21 +66,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args()
     torch.manual_seed(0)
-    tr = SD3Transformer2DModel(
-        sample_size=args.size // 8,
-        patch_size=2,
-        in_channels=16,
-        out_channels=16,
-        num_layers=args.layers,
-        attention_head_dim=64,
-        num_attention_heads=24,
-        joint_attention_dim=4096,
-        caption_projection_dim=1536,
-        pooled_projection_dim=2048,
-        pos_embed_max_size=192,
-        dual_attention_layers=(0,),
-        qk_norm="rms_norm",
-    ).eval()
+    shape = dict(SD35M, num_layers=args.layers, pos_embed_max_size=192, dual_attention_layers=(0,))
+    tr = SD3Transformer2DModel(**shape | {"sample_size": args.size // 8}).eval()
     b = Bare(tr)
     x = torch.randn(args.batch, 16, args.size // 8, args.size // 8)
     sigma = torch.full((args.batch,), 0.6)

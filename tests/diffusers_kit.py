@@ -16,11 +16,8 @@ import torch
 from diffusers import (
     AutoencoderKL,
     DDIMScheduler,
-    FlowMatchEulerDiscreteScheduler,
-    FluxPipeline,
     FluxTransformer2DModel,
     SD3Transformer2DModel,
-    StableDiffusion3Pipeline,
     StableDiffusionPipeline,
     UNet2DConditionModel,
 )
@@ -36,15 +33,8 @@ from transformers import (
     T5TokenizerFast,
 )
 
-SENTENCES = [
-    "a photo of a cat sitting on a red sofa",
-    "an astronaut riding a horse on the moon",
-    "a bowl of fresh fruit on a wooden table",
-    "a watercolor painting of a lighthouse at dawn",
-    "a street at night with neon signs and rain",
-    "a close up portrait of an old man smiling",
-    "a sign that says hello world",
-]
+from normguard.trainer.models.diffusers_shapes import SENTENCES, flux_pipeline, sd3_pipeline
+
 CLIP_LEN = 77  # CLIP's real context length: the pipelines pad every prompt to it
 LATENT_CHANNELS = 4
 VAE_BLOCKS = 4  # four blocks: the real 8x spatial compression
@@ -197,10 +187,9 @@ def build_tiny_sd3(folder: Path, seed: int = 0) -> Path:
         qk_norm="rms_norm",
     )
     randomise_zero_weights(transformer, seed)
-    pipe = StableDiffusion3Pipeline(
-        transformer=transformer,
-        scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
-        vae=tiny_vae(scaling_factor=1.5305, shift_factor=0.0609),
+    pipe = sd3_pipeline(
+        transformer,
+        tiny_vae(scaling_factor=1.5305, shift_factor=0.0609),
         text_encoder=clip_text_model(tok, hidden=16, projection=16),
         tokenizer=tok,
         text_encoder_2=clip_text_model(tok, hidden=16, projection=16),
@@ -230,22 +219,13 @@ def build_tiny_flux(folder: Path, guidance_embeds: bool = True, seed: int = 0) -
         axes_dims_rope=(4, 4, 8),
     )
     randomise_zero_weights(transformer, seed)
-    scheduler = FlowMatchEulerDiscreteScheduler(
-        shift=3.0,
-        use_dynamic_shifting=True,
-        base_shift=0.5,
-        max_shift=1.15,
-        base_image_seq_len=256,
-        max_image_seq_len=4096,
-    )
-    pipe = FluxPipeline(
-        scheduler=scheduler,
-        vae=tiny_vae(scaling_factor=0.3611, shift_factor=0.1159),
+    pipe = flux_pipeline(
+        transformer,
+        tiny_vae(scaling_factor=0.3611, shift_factor=0.1159),
         text_encoder=clip_text_model(tok, hidden=16, projection=None),
         tokenizer=tok,
         text_encoder_2=t5_model(tok2, d_model=32),
         tokenizer_2=tok2,
-        transformer=transformer,
     )
     pipe.save_pretrained(folder)
     return folder
