@@ -41,7 +41,7 @@ def __getattr__(name: str):
 
 def cli_main() -> None:
     """The `normguard` command. Idle OpenMP threads sleep instead of spinning: on a busy or small CPU
-    spinning threads steal most of the time (a demo training step went from 4 s to 1 s)."""
+    spinning threads steal the time slices the working ones need."""
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from .trainer.cli import main
 

@@ -279,8 +279,8 @@ class VelocityNormProbe(io.ComfyNode):
             ],
             outputs=[io.Model.Output(display_name="MODEL"), ProbeLogType.Output(display_name="probe_log")],
             hidden=[io.Hidden.unique_id],
-            # its log names this node, so its cached output must not serve another node (ComfyUI 0.33
-            # keys the cache by node id for V1 hidden UNIQUE_ID, but not for V3's; this flag does)
+            # its log names this node, so its cached output must not serve another node (ComfyUI keys
+            # the cache by node id for a V1 node's hidden UNIQUE_ID, but not for a V3 node's; this flag does)
             not_idempotent=True,
         )
 

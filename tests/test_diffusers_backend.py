@@ -402,7 +402,7 @@ def test_bf16_adapter_trains_in_mixed_precision_without_fp32_copies_of_activatio
     v_peft, saved_peft = _saved_for_backward(backend, x, sigma, cond)
     fp32 = [Counter(tuple(t.shape) for t in s if t.dtype == torch.float32) for s in (saved, saved_peft)]
     assert not fp32[0] - fp32[1]  # we save no fp32 tensor peft does not
-    assert _kept_bytes(saved) < 0.85 * _kept_bytes(saved_peft)  # 1.53 vs 2.08 MB when written
+    assert _kept_bytes(saved) < 0.85 * _kept_bytes(saved_peft)  # ours keeps fewer bytes alive than peft's
     v_peft.float().square().mean().backward()
     assert (v.float() - v_peft.float()).abs().max() <= 0.05 * v_peft.float().abs().max()
     scale = max(p.grad.norm() for p in backend.named_trainable().values())

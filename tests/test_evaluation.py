@@ -131,8 +131,7 @@ class Saturation:
 @pytest.mark.parametrize("weight,warns", [(0.0, True), (5.0, False)])
 def test_an_unstable_run_warns_and_the_same_run_with_normguard_does_not(tmp_path, weight, warns):
     """The shipped model, a saturation reward and a high learning rate: unguarded, rho climbs past
-    warn_rho (measured on this setting: 1.031 at iteration 8, 1.035 at 16); with NormGuard it stays
-    below 1 (0.965, 0.940) while the reward still rises."""
+    warn_rho; with NormGuard it stays below 1 while the reward still rises."""
     from normguard.trainer.config import TrainConfig
     from normguard.trainer.rewards import RewardSet
 

@@ -180,9 +180,9 @@ class TrainConfig:
         True, "with cfg > 1, no gradient through the unconditional branch (flow_grpo since July 2025)"
     )
     # --- NormGuard ----------------------------------------------------------------------------
-    # Defaults chosen by benchmarks/paper_claims.py (docs/paper_claims.md, "Penalty sweep"): the squared
-    # hinge at weight 10 keeps >= 97% of the reward gain on a magnitude-free reward with NFT, AWM and
-    # DPO; the linear hinge at weight 1 cost AWM 16% of it. Raise the weight for more protection.
+    # Defaults chosen by benchmarks/paper_claims.py's penalty sweep (its figures: docs/paper_claims.md,
+    # "Penalty sweep"): the form and weight that kept the most reward gain on a magnitude-free reward
+    # across the methods. Raise the weight for more protection.
     normguard_weight: float = setting(
         10.0, "NormGuard penalty weight lambda (0 turns it off)", min=0.0, max=1000.0, step=0.01
     )
