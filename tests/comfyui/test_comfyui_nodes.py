@@ -328,6 +328,33 @@ def test_cancel_keeps_the_lora_and_queueing_again_resumes(comfy, server, loras, 
     assert any(m.get("type") == "binary" for m in seen), "rollout previews reach the client"
 
 
+def test_nft_at_few_steps_warns_that_step_distilled_models_are_unsupported(comfy, server):
+    g = train("sd3", "t_distilled_warning", iterations=1, method="nft", sample_steps=2)
+    events = EventStream(server, comfy.client_id)
+    seen: list[dict] = []
+    reader = threading.Thread(target=events.collect, args=(seen,), daemon=True)
+    reader.start()
+    comfy.run(g)
+    events.close()
+    reader.join(timeout=5)
+    start = next(
+        m["data"] for m in seen if m.get("type") == "normguard.train" and m["data"]["phase"] == "start"
+    )
+    assert len(start["warnings"]) == 1 and "NFT on a step-distilled model" in start["warnings"][0]
+    g = train("sd3", "t_no_warning", iterations=1, method="awm", sample_steps=2)
+    events = EventStream(server, comfy.client_id)
+    seen = []
+    reader = threading.Thread(target=events.collect, args=(seen,), daemon=True)
+    reader.start()
+    comfy.run(g)
+    events.close()
+    reader.join(timeout=5)
+    start = next(
+        m["data"] for m in seen if m.get("type") == "normguard.train" and m["data"]["phase"] == "start"
+    )
+    assert start["warnings"] == []
+
+
 def test_non_flow_models_and_foreign_loras_are_refused(comfy, trained_sd3):
     g = train("sd3", "t_refused", iterations=1)
     g["eps"] = {
