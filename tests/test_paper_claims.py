@@ -151,7 +151,7 @@ def test_smoke_run_writes_the_table_and_verdicts_and_rebuilds_from_its_results(t
     assert pc.main(args) == 0
     doc = (tmp_path / "claims.md").read_text()
     assert doc.count("### Verdicts") == 4 and "SMOKE RUN" in doc and "Machine:" in doc
-    assert "## Penalty sweep (NFT, reward `saturation`, tuning seeds 10)" in doc
+    assert "## Penalty sweep\n\nNFT, reward `saturation`, tuning seeds 10 (never" in doc
     for reward in ("saturation", "centring"):
         assert f"## Reward `{reward}`" in doc
     for method in ("NFT", "AWM", "DPO", "GRPO"):
