@@ -914,6 +914,31 @@ def _sweep_head(seeds: list[int]) -> list[str]:
     ]
 
 
+def coverage(res, bench, methods, rewards, seeds, guards, meta) -> list[str]:
+    """What the result files hold against what the run planned (empty when complete)."""
+    lines = []
+    for reward in rewards:
+        for m in methods:
+            done = [s for s in seeds if all(run_key(bench, m, reward, s, g) in res for g in (OFF, *guards))]
+            done = done if f"base-{reward}" in res else []
+            if len(done) < len(seeds):
+                lines.append(f"{m.upper()} on `{reward}`: {len(done)} of {len(seeds)} seeds")
+    sweep = [Guard.from_name(n) for n in meta.get("sweep", [])]
+    for g in [OFF, *sweep] if sweep else []:
+        n = sum(run_key(bench, SWEEP_METHOD, SWEEP_REWARD, s, g) in res for s in meta["tuning_seeds"])
+        if n < len(meta["tuning_seeds"]):
+            lines.append(f"sweep, {g.label}: {n} of {len(meta['tuning_seeds'])} tuning seeds")
+    if not lines:
+        return []
+    return [
+        "**Incomplete run.** The run behind this page was stopped before it finished (the jobs run in "
+        "order of importance: the sweep's core, then NFT, GRPO, AWM, DPO on `saturation`, then "
+        "`centring`); rows without results say so, and the script resumes where it stopped. "
+        "Missing: " + "; ".join(lines) + ".",
+        "",
+    ]
+
+
 def render(res: dict[str, dict], bench: Bench, meta: dict[str, Any]) -> str:
     methods = [m for m in METHODS if m in meta["methods"]]
     rewards, seeds = meta["rewards"], meta["seeds"]
@@ -946,11 +971,17 @@ def render(res: dict[str, dict], bench: Bench, meta: dict[str, Any]) -> str:
         "",
         "Reproduce: `python benchmarks/paper_claims.py` (one JSON per run lands in `benchmarks/results/`; "
         "every run is deterministic given its seed). `python benchmarks/paper_claims.py --check` rebuilds "
-        "this file from those JSONs without training and fails if it differs; CI runs it.",
+        "this file from those JSONs without training and fails if it differs; CI runs it. The previous run "
+        "(an older version of this script, without per-seed files) is kept in "
+        "[paper_claims_previous.md](paper_claims_previous.md) with the corrections its verdicts need.",
         "",
+        *coverage(res, bench, methods, rewards, seeds, guards, meta),
     ]
     for reward in rewards:
         kind = "pays for magnitude" if reward in MAGNITUDE_REWARDS else "magnitude-free"
+        if f"base-{reward}" not in res:
+            lines += [f"## Reward `{reward}` ({kind})", "", "No results for this reward yet.", ""]
+            continue
         fd_ref = (
             "the base model's own full-step samples (this model was not trained on the scenes)"
             if bench.model != "builtin"
