@@ -175,6 +175,10 @@ def test_smoke_run_writes_the_table_and_verdicts_and_rebuilds_from_its_results(t
     assert pc.main(check) == 1 and "does not match" in capsys.readouterr().out
 
 
+def test_the_committed_claims_doc_is_rebuilt_byte_for_byte_from_the_committed_results():
+    assert pc.main(["--check"]) == 0  # cheap: reads benchmarks/results/*.json, trains nothing
+
+
 def test_the_defaults_rule_takes_the_paper_form_within_the_best_settings_spread():
     squared, p1, p2 = pc.Guard(10.0, "squared"), pc.Guard(0.01, "paper"), pc.Guard(0.03, "paper")
     best, paper, default = pc.choose_default(

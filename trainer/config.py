@@ -180,9 +180,10 @@ class TrainConfig:
         True, "with cfg > 1, no gradient through the unconditional branch (flow_grpo since July 2025)"
     )
     # --- NormGuard ----------------------------------------------------------------------------
-    # Defaults chosen by benchmarks/paper_claims.py's penalty sweep (its figures: docs/paper_claims.md,
-    # "Penalty sweep"): the form and weight that kept the most reward gain on a magnitude-free reward
-    # across the methods. Raise the weight for more protection.
+    # The default penalty: benchmarks/paper_claims.py's sweep on tuning seeds (docs/paper_claims.md,
+    # "Penalty sweep") compares it with the abstract's linear absolute form ('paper'). The default stays
+    # a relative hinge because an absolute hinge's pull against the base loss grows with sqrt(latent
+    # dims): no one weight fits TinyFlow and a 1024 px SD3.5 latent. Raise the weight for more protection.
     normguard_weight: float = setting(
         10.0, "NormGuard penalty weight lambda (0 turns it off)", min=0.0, max=1000.0, step=0.01
     )
