@@ -34,6 +34,9 @@ class Family:
     lora_targets: tuple[str, ...]  # default peft target_modules (diffusers module names)
     targets_from: str  # whose defaults these are (the popular trainer followed)
     refused_pipelines: tuple[str, ...] = ()  # same family, but needs an image input (edit, inpaint, ...)
+    # default LoRA targets in ComfyUI's module names (suffixes, as peft matches them): the same layers as
+    # lora_targets; empty: every attention Linear of the ComfyUI model
+    comfy_targets: tuple[str, ...] = ()
     notes: str = ""
 
 

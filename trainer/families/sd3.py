@@ -11,6 +11,7 @@ FAMILY = Family(
     title="SD3 / SD3.5",
     pipelines=("StableDiffusion3Pipeline",),
     comfy_models=("SD3",),
+    comfy_targets=("attn.qkv", "attn.proj", "attn2.qkv", "attn2.proj"),  # the joint blocks' attention
     # diffusers' train_dreambooth_lora_sd3.py: the joint attention of both streams (these names also
     # match SD3.5-Medium's second attention, attn2)
     lora_targets=("to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out"),

@@ -16,6 +16,8 @@ FAMILY = Family(
     # attention and the SwiGLU feed-forward
     lora_targets=("to_q", "to_k", "to_v", "to_out.0", "w1", "w2", "w3"),
     targets_from="ai-toolkit / musubi-tuner (all Linears of the blocks, not adaLN)",
+    # ComfyUI fuses to_q/k/v into attention.qkv; the refiner blocks are blocks of the same class
+    comfy_targets=("attention.qkv", "attention.out", "feed_forward.w1", "feed_forward.w2", "feed_forward.w3"),
     refused_pipelines=(
         "ZImageImg2ImgPipeline",
         "ZImageInpaintPipeline",

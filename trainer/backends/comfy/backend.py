@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from ..adapter import lora_alpha
-from ..base import Cond, FlowBackend, check_image_size, check_prompts, check_steps, cond_select
+from ..base import Cond, FlowBackend, check_image_size, check_prompts, check_steps, cond_cat, cond_select
 from .families import adds_residuals_in_place, architecture, default_targets, match_targets
 from .identity import check_flow_model
 from .lora import (
@@ -52,7 +52,7 @@ from .patching import (
 
 log = logging.getLogger("normguard")
 
-CROSSATTN_KEYS = ("c_crossattn", "crossattn_controlnet")  # conds whose dim 1 counts text tokens
+GROUP_KEY = "normguard_group"  # per row: its index into ComfyBackend._groups
 
 
 # --- the backend -----------------------------------------------------------------------------------
@@ -122,7 +122,8 @@ class ComfyBackend(FlowBackend):
         self._adapters: dict[str, LoraAdapter] = {}
         self._loaded = False
         self._conds: dict[str, Cond] = {}
-        self._constants: dict[str, Any] = {}
+        self._groups: list[tuple[dict[str, Any], dict[str, int]]] = []  # (constants, text lengths)
+        self._crossattn: set[str] = set()  # conds ComfyUI batches by repeating tokens (CONDCrossAttn)
         self._tokens: dict[str, int] = {}  # text-token count per cross-attention key
         self.latent_shape(height, width)  # validate early
         if prompts:
@@ -134,11 +135,16 @@ class ComfyBackend(FlowBackend):
         missing = [p for p in dict.fromkeys(prompts) if p not in self._conds]
         if missing:
             self._encode_all(missing)
-        rows = [self._conds[p] for p in prompts]
-        return {k: torch.cat([r[k] for r in rows]).to(self.device) for k in rows[0]}
+        return {k: v.to(self.device) for k, v in cond_cat([self._conds[p] for p in prompts]).items()}
 
     def _encode_all(self, prompts: list[str]) -> None:
-        """CLIP -> ComfyUI conditioning -> the model's own inputs (extra_conds), one row per prompt."""
+        """CLIP -> ComfyUI conditioning -> the model's own inputs (extra_conds), one row per prompt.
+
+        Rows are batched as ComfyUI's sampler batches conds: cross-attention text (CONDCrossAttn) is
+        repeated to a common token count, which leaves attention unchanged; text ComfyUI never pads
+        (CONDRegular, e.g. Z-Image's variable-length captions) and per-prompt constants (its num_tokens)
+        put a row in a group of its own, evaluated apart and trimmed back to its own length (GROUP_KEY).
+        """
         import comfy.conds
 
         fresh: dict[str, Cond] = {}
@@ -160,21 +166,27 @@ class ComfyBackend(FlowBackend):
                     **out,
                 )
             row: Cond = {}
+            constants: dict[str, Any] = {}
+            lengths: dict[str, int] = {}
             for key, cond in conds.items():
                 if isinstance(cond, comfy.conds.CONDConstant):
-                    if key in self._constants and not comfy.conds.is_equal(self._constants[key], cond.cond):
-                        raise ValueError(f"NormGuard: conditioning {key!r} differs between prompts")
-                    self._constants[key] = cond.cond
-                elif type(cond) in (comfy.conds.CONDRegular, comfy.conds.CONDCrossAttn):
+                    constants[key] = cond.cond
+                elif type(cond) is comfy.conds.CONDCrossAttn:
                     row[key] = plain(cond.cond)
+                    self._crossattn.add(key)
+                elif type(cond) is comfy.conds.CONDRegular:
+                    row[key] = plain(cond.cond)
+                    if row[key].ndim >= 2:
+                        lengths[key] = row[key].shape[1]
                 else:
                     raise ValueError(
                         f"NormGuard: the model needs conditioning {key!r} of kind {type(cond).__name__}, "
                         "which the trainer does not support (only text conditioning)"
                     )
+            row[GROUP_KEY] = torch.tensor([self._group_of(constants, lengths)])
             fresh[prompt] = row
         self._loaded = False  # encoding may have moved the denoiser out of the device
-        for key in {k for row in fresh.values() for k in row if k in CROSSATTN_KEYS}:
+        for key in {k for row in fresh.values() for k in row if k in self._crossattn}:
             lengths = {row[key].shape[1] for row in fresh.values()}
             if key in self._tokens:
                 lengths.add(self._tokens[key])
@@ -190,6 +202,17 @@ class ComfyBackend(FlowBackend):
                     # repeating the tokens leaves cross-attention unchanged (ComfyUI pads conds so)
                     row[key] = row[key].repeat(1, target // n, *([1] * (row[key].ndim - 2)))
         self._conds.update(fresh)
+
+    def _group_of(self, constants: dict[str, Any], lengths: dict[str, int]) -> int:
+        """Index of the group of rows that share these constants and unpadded text lengths."""
+        import comfy.conds
+
+        for i, (c, n) in enumerate(self._groups):
+            if n == lengths and c.keys() == constants.keys():
+                if all(comfy.conds.is_equal(c[k], constants[k]) for k in c):
+                    return i
+        self._groups.append((constants, lengths))
+        return len(self._groups) - 1
 
     def default_size(self) -> tuple[int, int]:
         return (self.height, self.width)
@@ -264,10 +287,27 @@ class ComfyBackend(FlowBackend):
         return (x.to(denoised.dtype) - denoised) / s
 
     def _apply(self, x: torch.Tensor, sigma: torch.Tensor, cond: Cond, options: dict) -> torch.Tensor:
-        with training_mode():  # rollouts too: the same kernels as the gradient passes (GRPO log-probs)
-            return self.model.apply_model(
-                x, sigma.to(x.device), transformer_options=options, **cond, **self._constants
-            )
+        """The denoised batch, one apply_model call per group of rows (see _encode_all)."""
+        groups = cond[GROUP_KEY]
+        parts = []
+        for gid in groups.unique().tolist():
+            rows = (groups == gid).nonzero().flatten().to(x.device)
+            constants, lengths = self._groups[gid]
+            inputs = {k: v[rows.to(v.device)] for k, v in cond.items() if k != GROUP_KEY}
+            for key, n in lengths.items():
+                inputs[key] = inputs[key][:, :n]  # cond_cat zero-pads rows of other groups' lengths
+            with training_mode():  # rollouts too: the same kernels as the gradient passes (GRPO log-probs)
+                out = self.model.apply_model(
+                    x[rows], sigma[rows.to(sigma.device)].to(x.device), transformer_options=options,
+                    **inputs, **constants,
+                )  # fmt: skip
+            parts.append((rows, out))
+        if len(parts) == 1:
+            return parts[0][1]
+        denoised = parts[0][1].new_zeros((x.shape[0], *parts[0][1].shape[1:]))
+        for rows, out in parts:
+            denoised = denoised.index_copy(0, rows.to(denoised.device), out)
+        return denoised
 
     # --- the adapter ----------------------------------------------------------------------------
     @contextmanager

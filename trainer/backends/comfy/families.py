@@ -13,11 +13,24 @@ from typing import Any
 
 from torch import nn
 
-from ...families import flux, sd3
+from ...families import FAMILIES, Family, flux, sd3
 
-# Default LoRA targets (suffixes of module names inside the denoiser, as peft matches them).
-MMDIT_TARGETS = ("attn.qkv", "attn.proj", "attn2.qkv", "attn2.proj")  # SD3 / SD3.5 joint blocks
-FLUX_TARGETS = ("img_attn.qkv", "img_attn.proj", "txt_attn.qkv", "txt_attn.proj", "linear1", "linear2")
+# comfy.supported_models class name -> its family (the model config's class: ZImage runs as a Lumina2 BaseModel)
+COMFY_FAMILIES: dict[str, Family] = {c: f for f in FAMILIES.values() for c in f.comfy_models}
+
+
+def supported_classes() -> str:
+    """'SD3 (SD3 / SD3.5), Flux, FluxSchnell (FLUX.1), ...': what refusals list."""
+    return ", ".join(f"{', '.join(f.comfy_models)} ({f.title})" for f in FAMILIES.values())
+
+
+def comfy_class(model: Any) -> str:
+    """The comfy.supported_models class a BaseModel was built from."""
+    return type(getattr(model, "model_config", None)).__name__
+
+
+def family_of(model: Any) -> Family | None:
+    return COMFY_FAMILIES.get(comfy_class(model))
 
 
 def match_targets(names: Sequence[str], targets: Sequence[str]) -> list[str]:
@@ -26,10 +39,10 @@ def match_targets(names: Sequence[str], targets: Sequence[str]) -> list[str]:
 
 
 def default_targets(model: Any, linear_names: Sequence[str]) -> tuple[str, ...]:
-    """FLUX's or SD3's targets when the layers are there, else every attention Linear."""
-    for targets in (FLUX_TARGETS, MMDIT_TARGETS):
-        if match_targets(linear_names, targets):
-            return targets
+    """The family's targets (trainer/families), else every attention Linear."""
+    family = family_of(model)
+    if family is not None and family.comfy_targets:
+        return family.comfy_targets
     attention = tuple(n for n in linear_names if "attn" in n or "attention" in n)
     if not attention:
         raise ValueError(

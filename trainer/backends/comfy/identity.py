@@ -8,6 +8,8 @@ from typing import Any
 
 import torch
 
+from .families import comfy_class, family_of, supported_classes
+
 
 def flow_model_problem(patcher: Any) -> str | None:
     """Why this MODEL cannot be trained by NormGuard, or None when it is a flow-matching model."""
@@ -34,6 +36,11 @@ def flow_model_problem(patcher: Any) -> str | None:
     dims = getattr(patcher.model.latent_format, "latent_dimensions", 2)
     if dims != 2:
         return f"this MODEL ({kind}) makes {dims}-D latents (video/audio); NormGuard trains image models"
+    if family_of(patcher.model) is None:
+        return (
+            f"this MODEL is a {comfy_class(patcher.model)}, not a model family NormGuard supports "
+            f"(edit, inpaint and pixel-space variants are not); supported: {supported_classes()}"
+        )
     return None
 
 
