@@ -9,12 +9,26 @@ Graph = dict[str, dict[str, Any]]
 KIT = {
     "sd3": {"unet": "tiny_sd3.safetensors", "clip_type": "sd3"},
     "flux": {"unet": "tiny_flux.safetensors", "clip_type": "stable_diffusion"},
+    # test-only loaders (kit_families.py: ComfyUI's detection refuses these families at tiny sizes)
+    "zimage": {"unet": "tiny_zimage.safetensors", "clip": "tiny_qwen3.safetensors", "family": "zimage"},
 }
 PROMPTS = "a red cube\na blue ball on grass"
 
 
 def loaders(kind: str, weight_dtype: str = "default") -> Graph:
     kit = KIT[kind]
+    if "family" in kit:
+        return {
+            "unet": {
+                "class_type": "NormGuardTestTinyUNET",
+                "inputs": {"family": kit["family"], "unet_name": kit["unet"]},
+            },
+            "clip": {
+                "class_type": "NormGuardTestTinyCLIP",
+                "inputs": {"family": kit["family"], "clip_name": kit["clip"]},
+            },
+            "vae": {"class_type": "VAELoader", "inputs": {"vae_name": "tiny_vae16.safetensors"}},
+        }
     return {
         "unet": {
             "class_type": "UNETLoader",

@@ -40,8 +40,19 @@ def build_base(base: Path, comfy_path: str, python: str, sd3_depth: int = 2) -> 
     )
     if proc.returncode != 0:
         raise RuntimeError(f"kit.py failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    proc = subprocess.run(
+        [python, str(HERE / "kit_families.py"), comfy_path, str(base / "models")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=ENV,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"kit_families.py failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     (base / "custom_nodes").mkdir(exist_ok=True)
     (base / "custom_nodes" / "normguard").symlink_to(REPO, target_is_directory=True)
+    # loaders for the family models the stock loaders refuse at tiny sizes (kit_families.py)
+    (base / "custom_nodes" / "normguard_testkit").symlink_to(HERE / "testkit_nodes", target_is_directory=True)
     (base / "models" / "loras").mkdir(parents=True, exist_ok=True)
     return base
 

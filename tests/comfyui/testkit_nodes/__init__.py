@@ -28,43 +28,52 @@ FAMILIES = {  # name -> (supported_models class, tokenizer class, text encoder f
 }
 
 
-class NormGuardTestTinyLoader:
+def _file(folder: str, name: str) -> tuple[dict, dict]:
+    return comfy.utils.load_torch_file(folder_paths.get_full_path_or_raise(folder, name), return_metadata=True)
+
+
+class NormGuardTestTinyUNET:
     @classmethod
     def INPUT_TYPES(cls):
-        return {
-            "required": {
-                "family": (list(FAMILIES),),
-                "unet_name": (folder_paths.get_filename_list("diffusion_models"),),
-                "clip_name": (folder_paths.get_filename_list("text_encoders"),),
-            }
-        }
+        files = folder_paths.get_filename_list("diffusion_models")
+        return {"required": {"family": (list(FAMILIES),), "unet_name": (files,)}}
 
-    RETURN_TYPES = ("MODEL", "CLIP")
+    RETURN_TYPES = ("MODEL",)
     FUNCTION = "load"
     CATEGORY = "testing"
 
-    def load(self, family, unet_name, clip_name):
-        config_cls, tokenizer, te, options_key = FAMILIES[family]
-        sd, meta = comfy.utils.load_torch_file(
-            folder_paths.get_full_path_or_raise("diffusion_models", unet_name), return_metadata=True
-        )
-        model_config = config_cls(json.loads(meta["normguard.unet_config"]))
+    def load(self, family, unet_name):
+        sd, meta = _file("diffusion_models", unet_name)
+        model_config = FAMILIES[family][0](json.loads(meta["normguard.unet_config"]))
         model_config.set_inference_dtype(torch.float32, None)
         model = model_config.get_model(sd, "")
         patcher = comfy.model_patcher.ModelPatcher(
             model, load_device=mm.get_torch_device(), offload_device=mm.unet_offload_device()
         )
         model.load_model_weights(sd, "")
-        te_sd, te_meta = comfy.utils.load_torch_file(
-            folder_paths.get_full_path_or_raise("text_encoders", clip_name), return_metadata=True
-        )
+        return (patcher,)
+
+
+class NormGuardTestTinyCLIP:
+    @classmethod
+    def INPUT_TYPES(cls):
+        files = folder_paths.get_filename_list("text_encoders")
+        return {"required": {"family": (list(FAMILIES),), "clip_name": (files,)}}
+
+    RETURN_TYPES = ("CLIP",)
+    FUNCTION = "load"
+    CATEGORY = "testing"
+
+    def load(self, family, clip_name):
+        _, tokenizer, te, options_key = FAMILIES[family]
+        sd, meta = _file("text_encoders", clip_name)
         clip = comfy.sd.CLIP(
             target=comfy.supported_models_base.ClipTarget(tokenizer, te()),
-            state_dict=[te_sd],
-            model_options={options_key: json.loads(te_meta["normguard.model_config"])},
-            parameters=comfy.utils.calculate_parameters(te_sd),
+            state_dict=[sd],
+            model_options={options_key: json.loads(meta["normguard.model_config"])},
+            parameters=comfy.utils.calculate_parameters(sd),
         )
-        return (patcher, clip)
+        return (clip,)
 
 
-NODE_CLASS_MAPPINGS = {"NormGuardTestTinyLoader": NormGuardTestTinyLoader}
+NODE_CLASS_MAPPINGS = {"NormGuardTestTinyUNET": NormGuardTestTinyUNET, "NormGuardTestTinyCLIP": NormGuardTestTinyCLIP}

@@ -1,0 +1,64 @@
+"""Model families beyond SD3 and FLUX.1 in a real ComfyUI, built tiny from their own classes
+(kit_families.py): training with every method, the probe under cfg > 1 and a 2-evaluation sampler, and
+the saved LoRA in the stock LoraLoaderModelOnly (every key loaded, the output changed)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from .graphs import loaders, sample, train
+from .test_comfyui_nodes import latent
+
+FAMILIES = ["zimage"]
+METHODS = ["nft", "awm", "dpo", "grpo"]
+
+
+def server_log(base_dir) -> str:
+    return "\n".join(p.read_text(errors="replace") for p in base_dir.glob("server-*.log"))
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("family", FAMILIES)
+def test_trains_two_iterations_with_every_method(comfy, loras, family, method):
+    out = comfy.run(train(family, f"fam_{family}_{method}", method=method))
+    assert "finished: 2 iterations" in out["train"]["text"][0]
+    assert (loras / f"fam_{family}_{method}.safetensors").is_file()
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_lora_loads_in_the_stock_loader_with_every_key(comfy, base_dir, loras, output_dir, family):
+    name = f"fam_{family}_lora.safetensors"
+    comfy.run(train(family, name[: -len(".safetensors")]))
+    with safe_open(str(loras / name), framework="pt") as f:
+        keys = list(f.keys())
+    assert keys and all(k.startswith("diffusion_model.") for k in keys)
+    before = server_log(base_dir).count("lora key not loaded")
+    g = loaders(family)
+    g["stock"] = {
+        "class_type": "LoraLoaderModelOnly",
+        "inputs": {"model": ["unet", 0], "lora_name": name, "strength_model": 1.0},
+    }
+    sample(g, family, ["stock", 0], f"fam_{family}_stock", node="ks_stock", cfg=2.0)
+    sample(g, family, ["unet", 0], f"fam_{family}_base", node="ks_base", cfg=2.0)
+    out = comfy.run(g)
+    assert server_log(base_dir).count("lora key not loaded") == before, "every key of the file is loaded"
+    stock, base = (latent(output_dir, out, f"ks_{n}_save") for n in ("stock", "base"))
+    assert (stock - base).abs().max() > 1e-4, "the LoRA must change the samples"
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_probe_records_one_value_per_step_heun_cfg(comfy, family):
+    g = loaders(family)
+    g["p"] = {
+        "class_type": "VelocityNormProbe",
+        "inputs": {"model": ["unet", 0], "reference": ["unet", 0], "rescale": False, "label": family},
+    }
+    sample(g, family, ["p", 0], f"fam_{family}_probe", node="ks", sampler="heun", cfg=3.0, steps=3)
+    g["graph"] = {"class_type": "VelocityNormGraph", "inputs": {"samples": ["ks", 0], "probe_log": ["p", 1]}}
+    log = comfy.run(g)["graph"]["normguard_probe"][0]
+    assert log["step"] == [0, 1, 2], "exactly one record per sampler step"
+    assert log["evals"][1:] == [2, 2], "heun evaluates twice per step"
+    assert log["ratio"] == [1.0, 1.0, 1.0] and all(u is not None for u in log["norm_uncond"])
+    assert all(torch.isfinite(torch.tensor(log["norm"])))
