@@ -7,9 +7,6 @@ from __future__ import annotations
 
 import json
 
-import folder_paths
-import torch
-
 import comfy.model_management as mm
 import comfy.model_patcher
 import comfy.sd
@@ -17,6 +14,8 @@ import comfy.supported_models
 import comfy.supported_models_base
 import comfy.text_encoders.z_image
 import comfy.utils
+import folder_paths
+import torch
 
 FAMILIES = {  # name -> (supported_models class, tokenizer class, text encoder factory, model_options key)
     "zimage": (
@@ -29,7 +28,9 @@ FAMILIES = {  # name -> (supported_models class, tokenizer class, text encoder f
 
 
 def _file(folder: str, name: str) -> tuple[dict, dict]:
-    return comfy.utils.load_torch_file(folder_paths.get_full_path_or_raise(folder, name), return_metadata=True)
+    return comfy.utils.load_torch_file(
+        folder_paths.get_full_path_or_raise(folder, name), return_metadata=True
+    )
 
 
 class NormGuardTestTinyUNET:
@@ -76,4 +77,7 @@ class NormGuardTestTinyCLIP:
         return (clip,)
 
 
-NODE_CLASS_MAPPINGS = {"NormGuardTestTinyUNET": NormGuardTestTinyUNET, "NormGuardTestTinyCLIP": NormGuardTestTinyCLIP}
+NODE_CLASS_MAPPINGS = {
+    "NormGuardTestTinyUNET": NormGuardTestTinyUNET,
+    "NormGuardTestTinyCLIP": NormGuardTestTinyCLIP,
+}
