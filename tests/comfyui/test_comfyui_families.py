@@ -56,7 +56,10 @@ def test_probe_records_one_value_per_step_heun_cfg(comfy, family):
         "inputs": {"model": ["unet", 0], "reference": ["unet", 0], "rescale": False, "label": family},
     }
     sample(g, family, ["p", 0], f"fam_{family}_probe", node="ks", sampler="heun", cfg=3.0, steps=3)
-    g["graph"] = {"class_type": "NormGuardVelocityNormGraph", "inputs": {"samples": ["ks", 0], "probe_log": ["p", 1]}}
+    g["graph"] = {
+        "class_type": "NormGuardVelocityNormGraph",
+        "inputs": {"samples": ["ks", 0], "probe_log": ["p", 1]},
+    }
     log = comfy.run(g)["graph"]["normguard_probe"][0]
     assert log["step"] == [0, 1, 2], "exactly one record per sampler step"
     assert log["evals"][1:] == [2, 2], "heun evaluates twice per step"
