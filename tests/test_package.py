@@ -33,3 +33,18 @@ def test_ruff_clean():
     ruff = shutil.which("ruff") or str(Path(sys.executable).parent / "ruff")
     r = subprocess.run([ruff, "check", str(ROOT)], capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 0, r.stdout
+
+
+def test_every_python_package_folder_is_listed_for_the_wheel():
+    """setuptools' explicit package list: a folder left out installs in editable mode but is missing
+    from the wheel a registry or `pip install .` builds."""
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    skip = {"tests", "benchmarks", "scripts", "web", "docs"}
+    found = {
+        ".".join(("normguard", *init.parent.relative_to(ROOT).parts)).rstrip(".")
+        for init in ROOT.rglob("__init__.py")
+        if not ({*init.relative_to(ROOT).parts} & skip) and not any(p.startswith(".") for p in init.parts)
+    }
+    assert found - listed == set(), f"add to [tool.setuptools] packages: {sorted(found - listed)}"
