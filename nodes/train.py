@@ -361,7 +361,7 @@ def keep_last_lora(trainer: Trainer | None, name: str, progress: ComfyProgress) 
     """After a cancel or an error: publish the last good LoRA the loop saved, and say so."""
     if trainer is None or not trainer.run_dir.lora_path(name).is_file():
         return
-    done = trainer.state["iteration"]
+    done = trainer.state.iteration
     kept = publish_lora(trainer.run_dir.lora_path(name), name, trainer.run_dir.root / EXPORT_RECORD, done)
     progress.event("end", status="interrupted", iteration=done, lora=kept)
     show_text(progress.node, f"stopped at iteration {done}; LoRA kept as {kept}. Queue again to resume.")

@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 from normguard.trainer.backends.tinyflow import TinyFlowBackend
 from normguard.trainer.callbacks import Callback
 from normguard.trainer.checkpoint import RunDirError
-from normguard.trainer.loop import Trainer, train
+from normguard.trainer.loop import Trainer, TrainState, train
 from normguard.trainer.lora import normguard_facts, read_lora_metadata
 from normguard.trainer.rewards import RewardSet
 
@@ -93,6 +93,13 @@ def test_resume_continues_exactly(tiny_config, tmp_path):
             assert ra[k] == rb[k], (ra["iteration"], k)
     la, lb = load_file(straight.lora_path), load_file(resumed.lora_path)
     assert all(torch.equal(la[k], lb[k]) for k in la)
+    # state.json keeps its format (checkpoints of earlier versions resume): the counters and drift
+    state = json.loads(
+        (sorted((resumed.run_dir / "checkpoints").glob("iter-*"))[-1] / "state.json").read_text()
+    )
+    assert set(state) == {"iteration", "optimizer_steps", "nonfinite_streak", "nonfinite_total", "drift"}
+    assert state["iteration"] == state["optimizer_steps"] == 4
+    assert TrainState.from_json(state).to_json() == state
 
 
 class StopAt(Callback):

@@ -120,6 +120,16 @@ class RunDir:
     def lora_path(self, name: str) -> Path:
         return self.root / f"{name}.safetensors"
 
+    def existing_lora(self, name: str) -> Path | None:
+        """The LoRA `name` when the run has written one (the last good one after a failure)."""
+        path = self.lora_path(name)
+        return path if path.is_file() else None
+
+    def saved_iteration(self) -> int:
+        """The iteration of the newest committed checkpoint (0 without one)."""
+        ckpts = self.checkpoints()
+        return int(ckpts[-1].name.split("-")[1]) if ckpts else 0
+
     def checkpoints(self) -> list[Path]:
         """Committed checkpoint folders, oldest first (whether they read cleanly is checked on load)."""
         d = self.root / CKPT_DIR

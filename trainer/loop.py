@@ -13,50 +13,32 @@ import math
 import time
 from collections.abc import Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from accelerate import Accelerator
-from accelerate.utils import broadcast_object_list
 from safetensors.torch import load_file
 
 from .backends import FlowBackend, cond_cat, load_backend, training_attention
 from .callbacks import Callback, CallbackList, MetricsWriter
-from .checkpoint import Checkpoint, RunDir
 from .config import TrainConfig
-from .distributed import full_tensor, load_optimizer_state, optimizer_state, shard, shard_like, uses_fsdp
+from .distributed import load_optimizer_state, optimizer_state, shard, shard_like, uses_fsdp
 from .dtypes import resolve_dtype
 from .evaluation import DriftMonitor, Evaluation, Evaluator, load_monitors, quality_key, save_png
-from .lora import NonFiniteLoRA, all_finite, build_metadata, save_lora
+from .lora import NonFiniteLoRA, all_finite, build_metadata, run_facts, save_lora
 from .methods import Method, RolloutData, batch_size, make_method, select, step_distillation_warning
+from .objective import guarded_loss
 from .old_policy import OldPolicy
-from .penalty import norm_stats, normguard_penalty, resolve_form
+from .processes import agree, close_process_group, make_accelerator, process_share, shared_run_dir
 from .rewards import RewardSet, build_rewards
-from .rollout import guided_velocity, randn, sample
-from .trackers import Trackers, installed_trackers, resolve_trackers
+from .rollout import randn, sample
+from .trackers import run_trackers
+from .train_state import TrainResult, TrainState, checkpoint_tensors, generator, load_weights, resume_message
+
+__all__ = ["TrainResult", "TrainState", "Trainer", "generator", "train"]
 
 log = logging.getLogger("normguard")
-
-
-@dataclass
-class TrainResult:
-    run_dir: Path
-    lora_path: Path | None
-    iterations: int  # completed iterations
-    status: str  # "finished", "interrupted" or "stopped: <why>"
-    metrics: dict[str, Any] = field(default_factory=dict)  # the last iteration's
-
-
-def generator(*parts: int) -> torch.Generator:
-    """A CPU generator seeded by a tuple of integers (independent streams per tuple)."""
-    return torch.Generator().manual_seed(int(np.random.SeedSequence(list(parts)).generate_state(1)[0]))
-
-
-def make_accelerator(cfg: TrainConfig) -> Accelerator:
-    return Accelerator(cpu=cfg.device == "cpu" or not torch.cuda.is_available())
 
 
 class Trainer:
@@ -75,27 +57,38 @@ class Trainer:
         cfg.validate()
         self.cfg, self.prompts = cfg, cfg.load_prompts()
         self._own_accelerator = accelerator is None
-        self.acc = acc = accelerator or make_accelerator(cfg)
-        world, rank = acc.num_processes, acc.process_index
-        if cfg.groups_per_iteration % world:
-            raise ValueError(
-                f"groups_per_iteration ({cfg.groups_per_iteration}) must be a multiple of the number "
-                f"of processes ({world}): every process samples whole groups"
-            )
-        per = cfg.groups_per_iteration // world
-        self.fsdp = uses_fsdp(acc)
-        if self.fsdp and cfg.eval_every:
-            raise ValueError(
-                "eval_every must be 0 under FSDP: evaluation runs on the main process only, and a sharded "
-                "model needs every process for each forward; evaluate the saved LoRA afterwards"
-            )
-        self.local_groups = range(rank * per, (rank + 1) * per)
-        self.device = acc.device if (cfg.device == "auto" or world > 1) else torch.device(cfg.device)
-        # the run folder: decided by the main process, shared with the others
-        root = [str(RunDir.open(cfg.out, cfg, new_run=new_run).root) if acc.is_main_process else None]
-        broadcast_object_list(root)
-        self.run_dir = RunDir(Path(root[0]))
+        self.acc = accelerator or make_accelerator(cfg)
+        self.fsdp = uses_fsdp(self.acc)
+        self.local_groups, self.device = process_share(cfg, self.acc)
+        self.run_dir = shared_run_dir(cfg, self.acc, new_run)
+        self._load_model(backend)
+        self.rewards = rewards or build_rewards(
+            cfg.rewards, cfg.reward_device or self.device, cfg.reward_normalize_each
+        )
+        self._build_optimizer()
+        # restore before preparing: the checkpoint holds the plain AdamW's state and the unwrapped
+        # adapter, which is what DDP/FSDP and accelerate's optimizer wrapper must start from
+        optimizer_saved = self._restore()
+        if self.fsdp:
+            self._shard(optimizer_saved)
+        else:
+            if self.acc.num_processes > 1:
+                self.backend.wrap_for_training(self.acc.prepare_model)
+            self.optimizer = self.acc.prepare_optimizer(self.optimizer)
+        self._plan_sampling()
+        self._encode_prompts()
+        self._build_evaluation()
+        resume_at = self.state.iteration if self.resumed_from is not None else None
+        self.callbacks = CallbackList([])  # the main process writes the metrics and the trackers
+        if self.acc.is_main_process:
+            root = self.run_dir.root
+            trackers = run_trackers(cfg.log_with, cfg.tensorboard, root, cfg.to_dict(), resume_at)
+            self.callbacks = CallbackList([MetricsWriter(root, resume_at), *trackers, *callbacks])
 
+    # --- the steps of __init__, in order -----------------------------------------------------------
+    def _load_model(self, backend: FlowBackend | None) -> None:
+        """The model (given, or loaded from cfg.model) with its adapter (given, or new)."""
+        cfg = self.cfg
         torch.manual_seed(cfg.seed)  # LoRA init draws from the global generator
         self.backend = backend or load_backend(
             cfg.model,
@@ -104,17 +97,20 @@ class Trainer:
             guidance=cfg.guidance,
             gradient_checkpointing=cfg.gradient_checkpointing,
         )
-        if not self.backend.named_trainable():
-            self.backend.add_lora(cfg.lora_rank, cfg.lora_alpha, tuple(cfg.lora_targets or ()))
-            if cfg.init_lora:  # a checkpoint, when there is one, overrides this below
-                if not Path(cfg.init_lora).is_file():
-                    raise FileNotFoundError(f"init_lora {cfg.init_lora} does not exist")
-                self.backend.load_lora_state_dict(load_file(cfg.init_lora), f"init_lora {cfg.init_lora}")
-            if cfg.fp8_base:
-                self.backend.store_base_in_fp8()
-        self.rewards = rewards or build_rewards(
-            cfg.rewards, cfg.reward_device or self.device, cfg.reward_normalize_each
-        )
+        if self.backend.named_trainable():
+            return
+        self.backend.add_lora(cfg.lora_rank, cfg.lora_alpha, tuple(cfg.lora_targets or ()))
+        if cfg.init_lora:  # a checkpoint, when there is one, overrides this (_restore)
+            if not Path(cfg.init_lora).is_file():
+                raise FileNotFoundError(f"init_lora {cfg.init_lora} does not exist")
+            self.backend.load_lora_state_dict(load_file(cfg.init_lora), f"init_lora {cfg.init_lora}")
+        if cfg.fp8_base:  # after add_lora: the adapter's layers exist, so fp8 storage can leave them out
+            self.backend.store_base_in_fp8()
+
+    def _build_optimizer(self) -> None:
+        """The method (and its warnings), AdamW over the adapter, and the old policy's copy of the
+        adapter (NFT, AWM's EMA)."""
+        cfg = self.cfg
         self.method: Method = make_method(cfg)
         self.warnings = [w for w in [step_distillation_warning(cfg, self.backend.step_distilled())] if w]
         for w in self.warnings:
@@ -128,84 +124,83 @@ class Trainer:
             if self.method.needs_old
             else None
         )
-        self.state = {"iteration": 0, "optimizer_steps": 0, "nonfinite_streak": 0, "nonfinite_total": 0}
-        self.resumed_from = self.run_dir.newest_readable_checkpoint()
-        optimizer_saved = self._restore(self.resumed_from) if self.resumed_from is not None else None
+
+    def _restore(self) -> dict[str, Any] | None:
+        """The newest checkpoint that reads, into the adapter, old policy and optimizer, and its counters
+        (fresh ones without a checkpoint). Under FSDP returns the optimizer state: it is set once the
+        optimizer is sharded."""
+        self.state, self.resumed_from = TrainState(), self.run_dir.newest_readable_checkpoint()
+        if (ckpt := self.resumed_from) is None:
+            return None
+        self.state = load_weights(ckpt, self.named, self.old)
+        if self.acc.is_main_process:
+            msg = resume_message(self.run_dir.root, ckpt)
+            print(f"normguard: {msg}", flush=True)
+            log.info(msg)
         if self.fsdp:
-            self._shard(optimizer_saved)
-        else:
-            if world > 1:
-                self.backend.wrap_for_training(acc.prepare_model)
-            self.optimizer = acc.prepare_optimizer(self.optimizer)
-        self.height, self.width = (
-            cfg.height or self.backend.default_size()[0],
-            cfg.width or self.backend.default_size()[1],
-        )
+            return ckpt.optimizer
+        self.optimizer.load_state_dict(ckpt.optimizer)
+        return None
+
+    def _shard(self, optimizer_saved: dict[str, Any] | None) -> None:
+        """FSDP2: shard the denoiser in place. Its parameters become new (sharded) objects, so the adapter's
+        handles, the optimizer's and the old policy's copy are taken again from the sharded ones."""
+        self.optimizer = shard(self.acc, self.backend.module, self.optimizer)
+        self.backend.adopt_sharded_module()
+        self.named = self.backend.named_trainable()
+        self.params = list(self.named.values())
+        if self.old is not None:
+            self.old.named = self.named
+            self.old.shadow = {k: shard_like(self.old.shadow[k], p) for k, p in self.named.items()}
+        if optimizer_saved is not None:
+            load_optimizer_state(self.backend.module, self.optimizer, optimizer_saved)
+
+    def _plan_sampling(self) -> None:
+        """Image size (the model's own unless configured), latent shape and sigma schedule."""
+        cfg = self.cfg
+        self.height = cfg.height or self.backend.default_size()[0]
+        self.width = cfg.width or self.backend.default_size()[1]
         self.latent_shape = self.backend.latent_shape(self.height, self.width)
         self.sigmas = self.backend.schedule(cfg.sample_steps, self.height, self.width)
+
+    def _encode_prompts(self) -> None:
+        """Every prompt (training, evaluation, the empty one for guidance) once, and only then may the
+        text encoders leave the device: the cached embeddings are all the run needs from them."""
         self._cond_cache: dict[str, Any] = {}
-        eval_prompts = cfg.load_eval_prompts(self.prompts)
-        self.encode([*self.prompts, *eval_prompts, ""])  # every prompt once; the encoders can then leave
-        if cfg.offload_text_encoders:
+        self.eval_prompts = self.cfg.load_eval_prompts(self.prompts)
+        self.encode([*self.prompts, *self.eval_prompts, ""])
+        if self.cfg.offload_text_encoders:
             self.backend.offload_text_encoders()
+
+    def _build_evaluation(self) -> None:
+        """The held-out evaluation and the drift monitor (main process only; the others get a monitor
+        that never warns). A resumed run keeps its base-model numbers and best score."""
+        cfg = self.cfg
         self.evaluator, self.drift = None, DriftMonitor(cfg, None)
-        if cfg.eval_every and acc.is_main_process:  # evaluation runs on the main process only
+        if cfg.eval_every and self.acc.is_main_process:
             monitors = load_monitors(cfg, self.device, self.warnings)
             self.drift = DriftMonitor(cfg, quality_key(cfg, monitors))
             self.evaluator = Evaluator(
-                cfg,
-                self.backend,
-                self.encode,
-                self.decode,
-                self.rewards,
-                monitors,
-                eval_prompts,
-                self.latent_shape,
-                self.height,
-                self.width,
-            )
-        if "drift" in self.state:
-            self.drift.load_state_dict(self.state["drift"])
-        resume_at = self.state["iteration"] if self.resumed_from is not None else None
-        writers = (
-            [MetricsWriter(self.run_dir.root, resume_at), *self._trackers(resume_at)]
-            if acc.is_main_process
-            else []
-        )
-        self.callbacks = CallbackList([*writers, *callbacks] if acc.is_main_process else [])
-
-    def _trackers(self, resume_at: int | None) -> list[Callback]:
-        """log_with's trackers, plus TensorBoard when `tensorboard` is on and it is installed."""
-        names = resolve_trackers(self.cfg.log_with)
-        if self.cfg.tensorboard and "tensorboard" not in names:
-            if "tensorboard" in installed_trackers():
-                names.append("tensorboard")
-            else:
-                log.warning("tensorboard is not installed: no TensorBoard logs (pip install tensorboard)")
-        if not names:
-            return []
-        return [Trackers(names, self.run_dir.root, self.cfg.to_dict(), resume_at)]
+                cfg, self.backend, self.encode, self.decode, self.rewards, monitors, self.eval_prompts,
+                self.latent_shape, self.height, self.width,
+            )  # fmt: skip
+        if self.state.drift is not None:
+            self.drift.load_state_dict(self.state.drift)
 
     # --- the loop ---------------------------------------------------------------------------------
     def run(self) -> TrainResult:
         cfg, state = self.cfg, self.state
-        result = TrainResult(self.run_dir.root, None, state["iteration"], "finished")
+        result = TrainResult(self.run_dir.root, None, state.iteration, "finished")
+        info = dict(iterations=cfg.iterations, start_iteration=state.iteration, method=cfg.method)
         self.callbacks(
-            "on_train_start",
-            {
-                "iterations": cfg.iterations,
-                "start_iteration": state["iteration"],
-                "run_dir": str(self.run_dir.root),
-                "method": cfg.method,
-                "warnings": self.warnings,
-            },
+            "on_train_start", info | {"run_dir": str(self.run_dir.root), "warnings": self.warnings}
         )
-        consistent = True  # the weights match state["iteration"] (false only while an update is applied)
+        consistent = True  # the weights match state.iteration (false only while an update is applied)
         saved = False  # not the LoRA path: that is None on all but the main process
         try:
             if self.drift.base is None:
                 self.evaluate(0)  # the base model's numbers: what drift is measured against
-            for it in range(state["iteration"], cfg.iterations):
+            for it in range(state.iteration, cfg.iterations):
                 t0 = self._clock()
                 gen = generator(cfg.seed, it)
                 data, metrics = self.collect(it, gen)
@@ -214,29 +209,19 @@ class Trainer:
                 if not all_finite(self.params):
                     result.status = (
                         f"failed: the LoRA weights became non-finite at iteration {it + 1}; nothing was saved "
-                        f"after iteration {self._saved_iteration()} (its LoRA and checkpoint are kept)"
+                        f"after iteration {self.run_dir.saved_iteration()} (its LoRA and checkpoint are kept)"
                     )
                     log.error(result.status)
                     break
-                state["iteration"] = it + 1
-                consistent = True
+                state.iteration, consistent = it + 1, True
                 metrics["time_iteration"] = self._clock() - t0
                 if self.device.type == "cuda":  # what the iteration held at most, per process
                     metrics["memory_peak_gib"] = torch.cuda.max_memory_allocated(self.device) / 2**30
                     torch.cuda.reset_peak_memory_stats(self.device)
-                stop = None
-                if cfg.eval_every and ((it + 1) % cfg.eval_every == 0 or it + 1 == cfg.iterations):
-                    ev = self.evaluate(it + 1)
-                    if ev is not None:
-                        metrics |= ev.metrics
-                        if ev.warnings and cfg.stop_on_warning:
-                            stop = ev.warnings[0]
-                    stop = self._agree(stop)
-                if state["nonfinite_streak"] >= cfg.max_nonfinite:
-                    stop = (
-                        f"{state['nonfinite_streak']} non-finite steps in a row; the LoRA holds the last "
-                        f"good weights (iteration {it + 1})"
-                    )
+                due = cfg.eval_every > 0 and ((it + 1) % cfg.eval_every == 0 or it + 1 == cfg.iterations)
+                ev = self.evaluate(it + 1) if due else None
+                metrics |= ev.metrics if ev is not None else {}
+                stop = self.stop_reason(ev, due)
                 result.metrics, result.iterations = metrics, it + 1
                 self.callbacks("on_iteration_end", it + 1, metrics)
                 if (it + 1) % cfg.checkpoint_every == 0 or it + 1 == cfg.iterations or stop:
@@ -245,11 +230,11 @@ class Trainer:
                     result.status = f"stopped: {stop}"
                     break
             if result.status.startswith("failed"):
-                result.lora_path = self._last_lora()
+                result.lora_path = self.run_dir.existing_lora(self.cfg.lora_name)
             elif not saved:
                 result.lora_path = self.save(checkpoint=False)
         except NonFiniteLoRA as e:
-            result.status, result.lora_path = f"failed: {e}", self._last_lora()
+            result.status, result.lora_path = f"failed: {e}", self.run_dir.existing_lora(self.cfg.lora_name)
             log.error(result.status)
         except BaseException as e:
             result.status = "interrupted"
@@ -262,21 +247,23 @@ class Trainer:
             raise
         finally:
             self.callbacks("on_train_end", result)
-            self._close_process_group(wait=result.status != "interrupted")
+            if self._own_accelerator:
+                close_process_group(self.acc, self.backend, wait=result.status != "interrupted")
         return result
 
-    def _close_process_group(self, wait: bool) -> None:
-        """Ranks finish together and the process group is torn down before the interpreter exits (a gloo
-        group left to interpreter teardown can abort the process). Only for an accelerator we made.
-        The DDP wrapper goes first: its reducer keeps the gloo group alive past destroy_process_group,
-        and a gloo group freed during interpreter teardown aborts ("terminate called without an
-        active exception": 2 of 25 two-rank CPU runs under load before this, 0 of 60 after)."""
-        if self._own_accelerator and torch.distributed.is_available() and torch.distributed.is_initialized():
-            if wait:
-                self.acc.wait_for_everyone()
-            self.backend.unwrap_for_training()
-            self.acc.free_memory()  # also collects garbage
-            torch.distributed.destroy_process_group()
+    def stop_reason(self, ev: Evaluation | None, evaluated: bool) -> str | None:
+        """Why training stops after this iteration (None: it goes on); every process gets the same
+        answer. `ev` is this iteration's evaluation, `evaluated` whether one was due."""
+        stop = None
+        if evaluated:  # the evaluation ran on the main process only: every process takes its verdict
+            warned = ev is not None and ev.warnings and self.cfg.stop_on_warning
+            stop = agree(self.acc, ev.warnings[0] if warned else None)
+        if self.state.nonfinite_streak >= self.cfg.max_nonfinite:  # the same count on every process
+            stop = (
+                f"{self.state.nonfinite_streak} non-finite steps in a row; the LoRA holds the last "
+                f"good weights (iteration {self.state.iteration})"
+            )
+        return stop
 
     def collect(self, it: int, gen: torch.Generator) -> tuple[RolloutData, dict[str, Any]]:
         """Roll out this process's groups, score them, and turn rewards into advantages."""
@@ -373,13 +360,13 @@ class Trainer:
         finite = math.isfinite(grad_norm) and all_finite(p.grad for p in self.params if p.grad is not None)
         if finite:
             self.optimizer.step()
-            state["optimizer_steps"] += 1
-            state["nonfinite_streak"] = 0
+            state.optimizer_steps += 1
+            state.nonfinite_streak = 0
             if self.old is not None:
-                self.old.update(state["optimizer_steps"])
+                self.old.update(state.optimizer_steps)
         else:  # skip the step: a NaN/inf would poison the adapter and the optimizer state
-            state["nonfinite_streak"] += 1
-            state["nonfinite_total"] += 1
+            state.nonfinite_streak += 1
+            state.nonfinite_total += 1
         self.optimizer.zero_grad(set_to_none=True)
         keys = sorted(sums)
         means = self.acc.reduce(torch.tensor([sums[k] for k in keys], device=self.device), "mean").tolist()
@@ -387,61 +374,14 @@ class Trainer:
             **dict(zip(keys, means, strict=True)),
             "grad_norm": grad_norm,
             "skipped_step": int(not finite),
-            "nonfinite_total": state["nonfinite_total"],
+            "nonfinite_total": state.nonfinite_total,
             "time_train_passes": t_step - t_passes,
             "time_optimizer": self._clock() - t_step,
         }
 
     def loss(self, b: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
-        """Base loss + NormGuard on one micro-batch; each model pass runs at most once."""
-        cfg = self.cfg
-
-        def forward() -> torch.Tensor:
-            return guided_velocity(
-                self.backend,
-                b["x_t"],
-                b["sigma"],
-                b["cond"],
-                b.get("uncond"),
-                self.method.train_cfg,
-                detach_uncond=self.method.detach_uncond,
-            )
-
-        v_old = v_ref = None
-        with torch.no_grad():  # no-grad passes first: the old policy is swapped into the adapter's weights
-            if self.old is not None:
-                with self.old.swapped_in():
-                    v_old = forward()
-            if self.needs_ref:
-                with self.backend.reference():
-                    v_ref = forward()
-        v = forward()
-        base, stats = self.method.loss(b, v, v_ref, v_old)
-        penalty = normguard_penalty(
-            v,
-            v_ref,
-            cfg.normguard_weight,
-            form=cfg.normguard_form,
-            relative=cfg.normguard_relative,
-            margin=cfg.normguard_margin,
-            reduction=cfg.normguard_reduction,
-        )
-        total = base + penalty
-        stats |= {
-            "loss": total.item(),
-            "loss_base": base.item(),
-            "penalty": penalty.item(),
-            "nonfinite_loss": float(not math.isfinite(total.item())),
-        }
-        if v_ref is not None:
-            stats |= norm_stats(
-                v,
-                v_ref,
-                relative=resolve_form(cfg.normguard_form, cfg.normguard_relative)[1],
-                margin=cfg.normguard_margin,
-                reduction=cfg.normguard_reduction,
-            )
-        return total, stats
+        """Base loss + NormGuard on one micro-batch (see objective.guarded_loss)."""
+        return guarded_loss(self.cfg, self.backend, self.method, b, self.old, self.needs_ref)
 
     # --- helpers ----------------------------------------------------------------------------------
     def encode(self, prompts: list[str]) -> dict[str, torch.Tensor]:
@@ -475,24 +415,9 @@ class Trainer:
         save_png(ev.grid, self.run_dir.root / "evals" / f"iter-{iteration:06d}.png")
         if self.drift.is_best(ev):
             self.save_lora(f"{self.cfg.lora_name}_best", {"best_iteration": iteration})
-        self.state["drift"] = self.drift.state_dict()
+        self.state.drift = self.drift.state_dict()
         self.callbacks("on_evaluation", ev)
         return ev
-
-    def _agree(self, stop: str | None) -> str | None:
-        """The main process's stop decision, shared so that every process stops together."""
-        box = [stop]
-        if self.acc.num_processes > 1:
-            broadcast_object_list(box)
-        return box[0]
-
-    def _saved_iteration(self) -> int:
-        ckpts = self.run_dir.checkpoints()
-        return int(ckpts[-1].name.split("-")[1]) if ckpts else 0
-
-    def _last_lora(self) -> Path | None:
-        path = self.run_dir.lora_path(self.cfg.lora_name)
-        return path if path.is_file() else None
 
     def save(self, checkpoint: bool = True) -> Path | None:
         """Export the LoRA (and a checkpoint) from the main process; returns the LoRA's path. Under FSDP
@@ -501,20 +426,17 @@ class Trainer:
             return None
         lora = self.backend.lora_state_dict() if self.fsdp else None
         if checkpoint:
-            tensors = {"adapter": {k: full_tensor(p.detach()) for k, p in self.named.items()}}
-            if self.old is not None:
-                tensors["old_policy"] = {k: full_tensor(v) for k, v in self.old.shadow.items()}
-            optimizer = (
-                optimizer_state(self.backend.module, self.optimizer)
-                if self.fsdp
-                else self.optimizer.state_dict()
-            )
+            tensors = checkpoint_tensors(self.named, self.old)
+            module, opt = self.backend.module, self.optimizer
+            optimizer = optimizer_state(module, opt) if self.fsdp else opt.state_dict()
         if not self.acc.is_main_process:
             return None
         path = self.save_lora(self.cfg.lora_name, tensors=lora)
         if checkpoint:
-            it = self.state["iteration"]
-            self.run_dir.save_checkpoint(it, tensors, optimizer, dict(self.state), self.cfg.keep_checkpoints)
+            it = self.state.iteration
+            self.run_dir.save_checkpoint(
+                it, tensors, optimizer, self.state.to_json(), self.cfg.keep_checkpoints
+            )
             self.callbacks("on_checkpoint", it, path)
         return path
 
@@ -523,62 +445,13 @@ class Trainer:
     ) -> Path:
         """The adapter (or `tensors`, its export already gathered) as a LoRA file with the run's facts."""
         cfg = self.cfg
-        facts = {
-            "method": cfg.method,
-            "weight": cfg.normguard_weight,
-            "form": cfg.normguard_form,
-            "relative": cfg.normguard_relative,
-            "margin": cfg.normguard_margin,
-            "reduction": cfg.normguard_reduction,
-            "reward": [{"name": r.name, "weight": r.weight} for r in cfg.rewards],
-            "iterations": self.state["iteration"],
-            "sample_steps": cfg.sample_steps,
-            "cfg": cfg.cfg_scale,
-            "lora_rank": cfg.lora_rank,
-            "lora_alpha": getattr(self.backend, "lora_alpha", cfg.lora_alpha),
-            "seed": cfg.seed,
-            **({"init_lora": Path(cfg.init_lora).name} if cfg.init_lora else {}),
-            **(extra or {}),
-        }
+        alpha = getattr(self.backend, "lora_alpha", cfg.lora_alpha)
+        facts = run_facts(cfg, self.state.iteration, alpha) | (extra or {})
         base = {"normguard.base_model": Path(cfg.model).name, **self.backend.lora_metadata()}  # no user paths
         meta = build_metadata(base, facts, title=name, resolution=f"{self.width}x{self.height}")
         # raises NonFiniteLoRA rather than write NaN/inf (a cast to fp16 can overflow)
         tensors = self.backend.lora_state_dict() if tensors is None else tensors
         return save_lora(self.run_dir.lora_path(name), tensors, meta, cfg.lora_dtype)
-
-    def _restore(self, ckpt: Checkpoint) -> dict[str, Any] | None:
-        """Load a checkpoint; under FSDP returns the optimizer state, set once the optimizer is sharded."""
-        tensors, optimizer, state = ckpt.tensors, ckpt.optimizer, ckpt.state
-        with torch.no_grad():
-            for k, p in self.named.items():
-                p.copy_(tensors["adapter"][k])
-            if self.old is not None:
-                for k, v in tensors["old_policy"].items():
-                    self.old.shadow[k].copy_(v)
-        self.state.update(state)
-        if self.acc.is_main_process:
-            msg = f"resuming {self.run_dir.root} from iteration {state['iteration']} (checkpoint {ckpt.path})"
-            if ckpt.skipped:
-                msg += "; newer checkpoints did not read cleanly: " + "; ".join(ckpt.skipped)
-            print(f"normguard: {msg}", flush=True)
-            log.info(msg)
-        if self.fsdp:
-            return optimizer
-        self.optimizer.load_state_dict(optimizer)
-        return None
-
-    def _shard(self, optimizer_saved: dict[str, Any] | None) -> None:
-        """FSDP2: shard the denoiser in place. Its parameters become new (sharded) objects, so the adapter's
-        handles, the optimizer's and the old policy's copy are taken again from the sharded ones."""
-        self.optimizer = shard(self.acc, self.backend.module, self.optimizer)
-        self.backend.adopt_sharded_module()
-        self.named = self.backend.named_trainable()
-        self.params = list(self.named.values())
-        if self.old is not None:
-            self.old.named = self.named
-            self.old.shadow = {k: shard_like(self.old.shadow[k], p) for k, p in self.named.items()}
-        if optimizer_saved is not None:
-            load_optimizer_state(self.backend.module, self.optimizer, optimizer_saved)
 
 
 def train(cfg: TrainConfig, **kwargs: Any) -> TrainResult:

@@ -6,7 +6,7 @@ import json
 from collections.abc import Iterable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors import safe_open
@@ -14,6 +14,9 @@ from safetensors.torch import save_file
 
 from .dtypes import DTYPES
 from .files import atomic_write
+
+if TYPE_CHECKING:
+    from .config import TrainConfig
 
 
 def build_metadata(
@@ -38,6 +41,26 @@ class NonFiniteLoRA(ValueError):
 
 def all_finite(tensors: Iterable[torch.Tensor]) -> bool:
     return all(bool(torch.isfinite(t).all()) for t in tensors)
+
+
+def run_facts(cfg: TrainConfig, iteration: int, lora_alpha: float | None) -> dict[str, Any]:
+    """The training facts a LoRA's metadata records as normguard.* (names other tools read: stable)."""
+    return {
+        "method": cfg.method,
+        "weight": cfg.normguard_weight,
+        "form": cfg.normguard_form,
+        "relative": cfg.normguard_relative,
+        "margin": cfg.normguard_margin,
+        "reduction": cfg.normguard_reduction,
+        "reward": [{"name": r.name, "weight": r.weight} for r in cfg.rewards],
+        "iterations": iteration,
+        "sample_steps": cfg.sample_steps,
+        "cfg": cfg.cfg_scale,
+        "lora_rank": cfg.lora_rank,
+        "lora_alpha": lora_alpha,
+        "seed": cfg.seed,
+        **({"init_lora": Path(cfg.init_lora).name} if cfg.init_lora else {}),
+    }
 
 
 def save_lora(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import logging
 import math
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ import torch
 
 from .callbacks import Callback
 
+log = logging.getLogger("normguard")
 PROJECT = "normguard"
 # the trackers accelerate knows, and the module each needs
 TRACKER_MODULES = {
@@ -158,3 +160,16 @@ class Trackers(Callback):
     def on_train_end(self, result: Any) -> None:
         for t in self.trackers:
             t.finish()
+
+
+def run_trackers(
+    log_with: list[str], tensorboard: bool, root: Path, config: dict[str, Any], resume_at: int | None
+) -> list[Callback]:
+    """log_with's trackers, plus TensorBoard when `tensorboard` is on and it is installed."""
+    names = resolve_trackers(log_with)
+    if tensorboard and "tensorboard" not in names:
+        if "tensorboard" in installed_trackers():
+            names.append("tensorboard")
+        else:
+            log.warning("tensorboard is not installed: no TensorBoard logs (pip install tensorboard)")
+    return [Trackers(names, root, config, resume_at)] if names else []
