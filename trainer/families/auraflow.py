@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import DiffusersAdapter, Family
+from .base import JOINT_ATTENTION_TARGETS, DiffusersAdapter, Family
 
 FAMILY = Family(
     name="auraflow",
@@ -12,7 +12,7 @@ FAMILY = Family(
     pipelines=("AuraFlowPipeline",),
     comfy_models=("AuraFlow",),
     # the joint-attention projections of both streams (AuraFlow's diffusers names), as for SD3
-    lora_targets=("to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out"),
+    lora_targets=JOINT_ATTENTION_TARGETS,
     targets_from="SimpleTuner / diffusers SD3 script (joint attention)",
 )
 

@@ -23,6 +23,20 @@ from torch import nn
 Cond = dict[str, torch.Tensor]
 
 
+# The attention of both streams of a joint-attention (MMDiT-style) block in diffusers' names: what
+# diffusers' SD3/FLUX DreamBooth LoRA scripts train, and our default wherever a family has such blocks.
+JOINT_ATTENTION_TARGETS = (
+    "to_q",
+    "to_k",
+    "to_v",
+    "to_out.0",
+    "add_q_proj",
+    "add_k_proj",
+    "add_v_proj",
+    "to_add_out",
+)
+
+
 @dataclass(frozen=True)
 class Family:
     """Facts about one model family, shared by the diffusers and the ComfyUI backend."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import DiffusersAdapter, Family, pipeline_timestep
+from .base import JOINT_ATTENTION_TARGETS, DiffusersAdapter, Family, pipeline_timestep
 from .flux import latent_image_ids, pack_latents, unpack_latents
 
 FAMILY = Family(
@@ -13,7 +13,7 @@ FAMILY = Family(
     pipelines=("ChromaPipeline",),
     comfy_models=("Chroma",),
     # FLUX's attention targets (ai-toolkit's Chroma config trains the same transformer blocks)
-    lora_targets=("to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out"),
+    lora_targets=JOINT_ATTENTION_TARGETS,
     targets_from="diffusers train_dreambooth_lora_flux.py (same blocks)",
     refused_pipelines=("ChromaImg2ImgPipeline", "ChromaInpaintPipeline"),
     notes="T5 attention mask: all but the first padding token masked",

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 import torch.utils.checkpoint
 
-from .base import DiffusersAdapter, Family
+from .base import JOINT_ATTENTION_TARGETS, DiffusersAdapter, Family
 
 FAMILY = Family(
     name="hunyuanimage",
@@ -17,7 +17,7 @@ FAMILY = Family(
     pipelines=("HunyuanImagePipeline",),
     comfy_models=("HunyuanImage21",),
     # the attention projections of both streams (as for the other MMDiTs; no reference trainer default)
-    lora_targets=("to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out"),
+    lora_targets=JOINT_ATTENTION_TARGETS,
     targets_from="joint attention, as SD3/FLUX (no trainer default published)",
     refused_pipelines=("HunyuanImageRefinerPipeline",),
     notes="byT5 glyph embeddings for quoted text; the meanflow-distilled variant is refused",
