@@ -1,17 +1,22 @@
-"""FSDP2 through accelerate: shard the denoiser in place, and turn its sharded tensors into whole ones for
-LoRA files and checkpoints (and back), so a checkpoint does not depend on the number of processes.
+"""Data-parallel training through accelerate: DDP, or FSDP2 sharding the denoiser in place, and turning its
+sharded tensors into whole ones for LoRA files and checkpoints (and back), so a checkpoint does not depend
+on the number of processes.
 
 Every function that gathers or scatters is a collective: all processes call it, in the same order.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedType
 from torch import nn
+
+if TYPE_CHECKING:
+    from .backends import FlowBackend
+    from .old_policy import OldPolicy
 
 
 def uses_fsdp(acc: Accelerator) -> bool:
@@ -25,6 +30,32 @@ def uses_fsdp(acc: Accelerator) -> bool:
             "accelerate config, or pass `--fsdp_version 2` to accelerate launch"
         )
     return True
+
+
+def prepare(
+    acc: Accelerator,
+    backend: FlowBackend,
+    optimizer: torch.optim.Optimizer,
+    old: OldPolicy | None,
+    saved_optimizer: dict[str, Any] | None,
+) -> torch.optim.Optimizer:
+    """The adapter and its optimizer made ready for this launch: as they are on one process, under DDP
+    across several, or with the denoiser sharded by FSDP2. Sharding makes the parameters new objects, so the
+    old policy's copy is cut like them and `saved_optimizer` (a whole state from a checkpoint; without FSDP
+    it is loaded before this) is set on the sharded optimizer. Take the adapter's parameters from the backend
+    again afterwards."""
+    if not uses_fsdp(acc):
+        if acc.num_processes > 1:
+            backend.wrap_for_training(acc.prepare_model)
+        return acc.prepare_optimizer(optimizer)
+    optimizer = shard(acc, backend.module, optimizer)
+    backend.adopt_sharded_module()
+    if old is not None:
+        old.named = backend.named_trainable()
+        old.shadow = {k: shard_like(old.shadow[k], p) for k, p in old.named.items()}
+    if saved_optimizer is not None:
+        load_optimizer_state(backend.module, optimizer, saved_optimizer)
+    return optimizer
 
 
 def shard(acc: Accelerator, module: nn.Module, optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:

@@ -18,16 +18,14 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
-from safetensors.torch import load_file
 
-from .backends import FlowBackend, cond_cat, load_backend, training_attention
+from .backends import FlowBackend, PromptCache, load_trainable, training_attention
 from .callbacks import Callback, CallbackList, MetricsWriter
 from .config import TrainConfig
-from .distributed import load_optimizer_state, optimizer_state, shard, shard_like, uses_fsdp
-from .dtypes import resolve_dtype
+from .distributed import optimizer_state, prepare, uses_fsdp
 from .evaluation import DriftMonitor, Evaluation, Evaluator, load_monitors, quality_key, save_png
 from .lora import NonFiniteLoRA, all_finite, build_metadata, run_facts, save_lora
-from .methods import Method, RolloutData, batch_size, make_method, select, step_distillation_warning
+from .methods import Method, RolloutData, batch_size, make_method, step_distillation_warning
 from .objective import guarded_loss
 from .old_policy import OldPolicy
 from .processes import agree, close_process_group, make_accelerator, process_share, shared_run_dir
@@ -61,20 +59,16 @@ class Trainer:
         self.fsdp = uses_fsdp(self.acc)
         self.local_groups, self.device = process_share(cfg, self.acc)
         self.run_dir = shared_run_dir(cfg, self.acc, new_run)
-        self._load_model(backend)
+        self.backend = load_trainable(cfg, self.device, backend)
         self.rewards = rewards or build_rewards(
             cfg.rewards, cfg.reward_device or self.device, cfg.reward_normalize_each
         )
         self._build_optimizer()
         # restore before preparing: the checkpoint holds the plain AdamW's state and the unwrapped
         # adapter, which is what DDP/FSDP and accelerate's optimizer wrapper must start from
-        optimizer_saved = self._restore()
-        if self.fsdp:
-            self._shard(optimizer_saved)
-        else:
-            if self.acc.num_processes > 1:
-                self.backend.wrap_for_training(self.acc.prepare_model)
-            self.optimizer = self.acc.prepare_optimizer(self.optimizer)
+        self.optimizer = prepare(self.acc, self.backend, self.optimizer, self.old, self._restore())
+        self.named = self.backend.named_trainable()  # FSDP made new (sharded) parameter objects
+        self.params = list(self.named.values())
         self._plan_sampling()
         self._encode_prompts()
         self._build_evaluation()
@@ -86,27 +80,6 @@ class Trainer:
             self.callbacks = CallbackList([MetricsWriter(root, resume_at), *trackers, *callbacks])
 
     # --- the steps of __init__, in order -----------------------------------------------------------
-    def _load_model(self, backend: FlowBackend | None) -> None:
-        """The model (given, or loaded from cfg.model) with its adapter (given, or new)."""
-        cfg = self.cfg
-        torch.manual_seed(cfg.seed)  # LoRA init draws from the global generator
-        self.backend = backend or load_backend(
-            cfg.model,
-            self.device,
-            resolve_dtype(cfg.precision, self.device),
-            guidance=cfg.guidance,
-            gradient_checkpointing=cfg.gradient_checkpointing,
-        )
-        if self.backend.named_trainable():
-            return
-        self.backend.add_lora(cfg.lora_rank, cfg.lora_alpha, tuple(cfg.lora_targets or ()))
-        if cfg.init_lora:  # a checkpoint, when there is one, overrides this (_restore)
-            if not Path(cfg.init_lora).is_file():
-                raise FileNotFoundError(f"init_lora {cfg.init_lora} does not exist")
-            self.backend.load_lora_state_dict(load_file(cfg.init_lora), f"init_lora {cfg.init_lora}")
-        if cfg.fp8_base:  # after add_lora: the adapter's layers exist, so fp8 storage can leave them out
-            self.backend.store_base_in_fp8()
-
     def _build_optimizer(self) -> None:
         """The method (and its warnings), AdamW over the adapter, and the old policy's copy of the
         adapter (NFT, AWM's EMA)."""
@@ -142,19 +115,6 @@ class Trainer:
         self.optimizer.load_state_dict(ckpt.optimizer)
         return None
 
-    def _shard(self, optimizer_saved: dict[str, Any] | None) -> None:
-        """FSDP2: shard the denoiser in place. Its parameters become new (sharded) objects, so the adapter's
-        handles, the optimizer's and the old policy's copy are taken again from the sharded ones."""
-        self.optimizer = shard(self.acc, self.backend.module, self.optimizer)
-        self.backend.adopt_sharded_module()
-        self.named = self.backend.named_trainable()
-        self.params = list(self.named.values())
-        if self.old is not None:
-            self.old.named = self.named
-            self.old.shadow = {k: shard_like(self.old.shadow[k], p) for k, p in self.named.items()}
-        if optimizer_saved is not None:
-            load_optimizer_state(self.backend.module, self.optimizer, optimizer_saved)
-
     def _plan_sampling(self) -> None:
         """Image size (the model's own unless configured), latent shape and sigma schedule."""
         cfg = self.cfg
@@ -166,7 +126,7 @@ class Trainer:
     def _encode_prompts(self) -> None:
         """Every prompt (training, evaluation, the empty one for guidance) once, and only then may the
         text encoders leave the device: the cached embeddings are all the run needs from them."""
-        self._cond_cache: dict[str, Any] = {}
+        self.encode = PromptCache(self.backend.encode_prompts)
         self.eval_prompts = self.cfg.load_eval_prompts(self.prompts)
         self.encode([*self.prompts, *self.eval_prompts, ""])
         if self.cfg.offload_text_encoders:
@@ -298,27 +258,15 @@ class Trainer:
         images = self.decode(roll.latents)
         t_reward = self._clock()
         parts = self.rewards.score(images, prompts)
-        total = self.rewards.total(parts)
         adv = self.rewards.advantages(
-            parts,
-            cfg.group_size,
-            std=cfg.adv_std,
-            batch_std=lambda r: self.acc.gather(r.to(self.device)).float().std().cpu(),
+            parts, cfg.group_size, std=cfg.adv_std, batch_std=lambda r: self._everyone(r).std().cpu()
         )
-        self.callbacks("on_rollout", it + 1, images.float().cpu(), prompts, total)
-        everyone = self.acc.gather(total.to(self.device)).float()
-        metrics = {
-            "reward_mean": everyone.mean().item(),
-            "reward_std": everyone.std().item(),
+        self.callbacks("on_rollout", it + 1, images.float().cpu(), prompts, self.rewards.total(parts))
+        metrics = self.rewards.summary(parts, self._everyone) | {
             "time_sample": t_decode - t_sample,
             "time_decode": t_reward - t_decode,
             "time_reward": self._clock() - t_reward,
         }
-        if len(parts) > 1:
-            metrics |= {
-                f"reward/{k}": self.acc.gather(v.to(self.device)).float().mean().item()
-                for k, v in parts.items()
-            }
         data = RolloutData(
             x0=roll.latents,
             cond=cond,
@@ -335,10 +283,7 @@ class Trainer:
     def optimize(self, data: RolloutData, gen: torch.Generator) -> dict[str, Any]:
         """One optimizer step over K timesteps x micro-batches of this iteration's samples."""
         cfg, state = self.cfg, self.state
-        batches = self.method.batches(data, gen)
-        unit = self.method.units_per_row
-        mb = max(unit, cfg.micro_batch_size // unit * unit)
-        chunks = [select(b, slice(i, i + mb)) for b in batches for i in range(0, batch_size(b), mb)]
+        chunks = self.method.micro_batches(self.method.batches(data, gen), cfg.micro_batch_size)
         rows = sum(batch_size(c) for c in chunks)
         sums: dict[str, float] = {}
         t_passes = self._clock()
@@ -358,15 +303,11 @@ class Trainer:
         grad_norm = float(self.acc.clip_grad_norm_(self.params, cfg.grad_clip))
         # the clipped gradients, not only the norm: a NaN clip factor turns finite gradients into NaN
         finite = math.isfinite(grad_norm) and all_finite(p.grad for p in self.params if p.grad is not None)
-        if finite:
+        state.count_step(applied=finite)
+        if finite:  # else skip the step: a NaN/inf would poison the adapter and the optimizer state
             self.optimizer.step()
-            state.optimizer_steps += 1
-            state.nonfinite_streak = 0
             if self.old is not None:
                 self.old.update(state.optimizer_steps)
-        else:  # skip the step: a NaN/inf would poison the adapter and the optimizer state
-            state.nonfinite_streak += 1
-            state.nonfinite_total += 1
         self.optimizer.zero_grad(set_to_none=True)
         keys = sorted(sums)
         means = self.acc.reduce(torch.tensor([sums[k] for k in keys], device=self.device), "mean").tolist()
@@ -384,14 +325,9 @@ class Trainer:
         return guarded_loss(self.cfg, self.backend, self.method, b, self.old, self.needs_ref)
 
     # --- helpers ----------------------------------------------------------------------------------
-    def encode(self, prompts: list[str]) -> dict[str, torch.Tensor]:
-        """Encode prompts once per run: text encoders are frozen, so embeddings never change."""
-        missing = sorted({p for p in prompts if p not in self._cond_cache})
-        if missing:
-            enc = self.backend.encode_prompts(missing)
-            for i, p in enumerate(missing):
-                self._cond_cache[p] = {k: v[i : i + 1] for k, v in enc.items()}
-        return cond_cat([self._cond_cache[p] for p in prompts])
+    def _everyone(self, t: torch.Tensor) -> torch.Tensor:
+        """This process's values and every other process's, as float32 on the device (a collective)."""
+        return self.acc.gather(t.to(self.device)).float()
 
     def _clock(self) -> float:
         """Wall time after the device has finished its queued work (CUDA runs asynchronously)."""

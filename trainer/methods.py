@@ -99,6 +99,12 @@ class Method:
             )
         return out
 
+    def micro_batches(self, batches: list[Batch], size: int) -> list[Batch]:
+        """Each batch cut into micro-batches of at most `size` rows (at least one loss unit), whole units."""
+        unit = self.units_per_row
+        mb = max(unit, size // unit * unit)
+        return [select(b, slice(i, i + mb)) for b in batches for i in range(0, batch_size(b), mb)]
+
     def _noise(self, shape: torch.Size, generators: list[torch.Generator]) -> torch.Tensor:
         """Training noise drawn per sample, so it does not depend on how samples are split over ranks."""
         return randn(shape, generators, torch.device("cpu"))

@@ -27,6 +27,15 @@ class TrainState:
     nonfinite_total: int = 0
     drift: dict[str, Any] | None = None
 
+    def count_step(self, applied: bool) -> None:
+        """An optimizer step was applied, or skipped as non-finite."""
+        if applied:
+            self.optimizer_steps += 1
+            self.nonfinite_streak = 0
+        else:
+            self.nonfinite_streak += 1
+            self.nonfinite_total += 1
+
     def to_json(self) -> dict[str, Any]:
         return {k: v for k, v in dataclasses.asdict(self).items() if k != "drift" or v is not None}
 

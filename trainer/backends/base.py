@@ -50,6 +50,22 @@ def cond_to(cond: Cond, device: torch.device | str) -> Cond:
     return {k: v.to(device) for k, v in cond.items()}
 
 
+class PromptCache:
+    """`encode_prompts` with each prompt encoded once: the text encoders are frozen, so a prompt's embeddings
+    never change during a run."""
+
+    def __init__(self, encode_prompts: Callable[[list[str]], Cond]):
+        self._encode, self._cache = encode_prompts, {}
+
+    def __call__(self, prompts: list[str]) -> Cond:
+        missing = sorted({p for p in prompts if p not in self._cache})
+        if missing:
+            enc = self._encode(missing)
+            for i, p in enumerate(missing):
+                self._cache[p] = {k: v[i : i + 1] for k, v in enc.items()}
+        return cond_cat([self._cache[p] for p in prompts])
+
+
 # --- input checks every backend makes, with the same messages --------------------------------------
 
 

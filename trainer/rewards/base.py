@@ -146,6 +146,17 @@ class RewardSet:
             scores, self.weights, group_size, normalize_each=self.normalize_each, std=std, batch_std=batch_std
         )
 
+    def summary(
+        self, scores: Mapping[str, torch.Tensor], gather: Callable[[torch.Tensor], torch.Tensor]
+    ) -> dict[str, float]:
+        """The mean and std of the weighted sum over all processes, and each reward's mean when there are
+        several. `gather`: this process's values -> every process's (a collective: all processes call it)."""
+        everyone = gather(self.total(scores))
+        out = {"reward_mean": everyone.mean().item(), "reward_std": everyone.std().item()}
+        if len(scores) > 1:
+            out |= {f"reward/{k}": gather(v).mean().item() for k, v in scores.items()}
+        return out
+
 
 def build_rewards(
     specs: list[RewardSpec], device: torch.device | str = "cpu", normalize_each: bool = False
