@@ -23,8 +23,9 @@ from typing import Any
 
 import yaml
 
+from .dtypes import DTYPES
 from .rewards import REGISTRY, RewardSpec
-from .settings import check_value, coerce_numbers, is_finite_number, setting
+from .settings import check_value, coerce_numbers, is_finite_number, listed, setting
 from .trackers import tracker_problem
 
 METHODS = ("nft", "awm", "dpo", "grpo")
@@ -56,9 +57,7 @@ class TrainConfig:
     )
     device: str = setting("auto", "'auto' (CUDA if present), 'cpu', 'cuda', 'cuda:1'...")
     precision: str = setting(
-        "auto",
-        "'auto' (bf16 on CUDA, fp32 on CPU), 'fp32', 'bf16' or 'fp16'",
-        choices=("auto", "fp32", "bf16", "fp16"),
+        "auto", f"'auto' (bf16 on CUDA, fp32 on CPU), {listed(DTYPES)}", choices=("auto", *DTYPES)
     )
     gradient_checkpointing: bool = setting(
         False, "recompute activations in backward: less memory, ~1.3x slower"
@@ -84,7 +83,7 @@ class TrainConfig:
         None, "start from this LoRA file (exported by normguard, same rank/targets)"
     )
     lora_dtype: str = setting(
-        "fp32", "precision of the saved LoRA file: fp32, bf16 or fp16", choices=("fp32", "bf16", "fp16")
+        "fp32", f"precision of the saved LoRA file: {listed(DTYPES)}", choices=tuple(DTYPES)
     )
     lora_name: str = setting("normguard_lora", "file name (without .safetensors) of the exported LoRA")
     # --- data and rewards ---------------------------------------------------------------------
@@ -102,7 +101,7 @@ class TrainConfig:
         None, "image width (default: the model's native size)", min=16, max=4096, step=16
     )
     # --- RL -----------------------------------------------------------------------------------
-    method: str = setting("nft", "base RL method: nft, awm, dpo or grpo", choices=METHODS)
+    method: str = setting("nft", f"base RL method: {listed(METHODS)}", choices=METHODS)
     iterations: int = setting(
         100, "RL iterations (rollouts -> rewards -> one optimizer step)", min=1, max=100000
     )

@@ -10,6 +10,7 @@ import functools
 import math
 import types
 import typing
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +34,12 @@ def setting(default: Any, help: str, **spec: Any) -> Any:
     if isinstance(default, list):
         return field(default_factory=functools.partial(list, default), metadata=meta)
     return field(default=default, metadata=meta)
+
+
+def listed(names: Iterable[str]) -> str:
+    """'a, b or c': choices in a help text, read from the table that defines them."""
+    *first, last = names
+    return f"{', '.join(first)} or {last}"
 
 
 @dataclass(frozen=True)
