@@ -71,8 +71,8 @@ def test_token_reduction_matches_plain_formula():
     v_ref = torch.randn(2, 3, 4, 4)
     v = v_ref * (1 + 0.3 * torch.rand(2, 1, 4, 4))
     n, nr = v.norm(dim=1).flatten(1), v_ref.norm(dim=1).flatten(1)
-    expected = (torch.relu(n / nr - 1) ** 2).mean(dim=1).mean()  # the defaults: weight 10, squared hinge
-    assert torch.allclose(normguard_penalty(v, v_ref, reduction="token"), 10.0 * expected)
+    expected = (torch.relu(n / nr - 1) ** 2).mean(dim=1).mean()
+    assert torch.allclose(normguard_penalty(v, v_ref, 10.0, form="squared", reduction="token"), 10.0 * expected)
     tokens = torch.randn(2, 5, 7)  # [B, N, D] layout: norms over D
     assert velocity_norms(tokens, "token").shape == (2, 5)
     assert torch.allclose(velocity_norms(tokens, "token"), tokens.norm(dim=-1))
@@ -80,9 +80,24 @@ def test_token_reduction_matches_plain_formula():
 
 def test_relative_form_is_scale_free():
     v, v_ref = _pair(1.2)
-    a = normguard_penalty(v.detach(), v_ref)
-    b = normguard_penalty(v.detach() * 100, v_ref * 100)
+    a = normguard_penalty(v.detach(), v_ref, form="squared")
+    b = normguard_penalty(v.detach() * 100, v_ref * 100, form="squared")
     assert torch.allclose(a, b, rtol=1e-5)
+
+
+def test_the_defaults_are_the_abstracts_penalty_and_the_configs():
+    """`normguard_penalty(v, v_ref)` is weight * relu(||v|| - ||v_ref||), the config's default penalty."""
+    import inspect
+
+    from normguard.trainer.config import TrainConfig
+
+    v_ref = torch.randn(4, 10)
+    v = v_ref * torch.tensor([1.5, 0.7, 1.1, 2.0])[:, None]
+    d = TrainConfig()
+    expected = d.normguard_weight * torch.relu(v.norm(dim=1) - v_ref.norm(dim=1)).mean()
+    assert torch.allclose(normguard_penalty(v, v_ref), expected)
+    params = inspect.signature(normguard_penalty).parameters
+    assert (params["weight"].default, params["form"].default) == (d.normguard_weight, d.normguard_form)
 
 
 def test_weight_zero_is_exactly_the_base_loss():

@@ -214,3 +214,23 @@ def test_example_workflows_carry_install_facts(pyproject):
                     m = models[value]  # every file the loader is set to has a download entry
                     assert m["directory"] == loaders[node["type"]]
                     assert m["url"].startswith("https://huggingface.co/") and m["url"].endswith("/" + value)
+
+
+def test_example_workflows_train_with_the_default_penalty():
+    """A guarded trainer in a shipped workflow uses the config's default penalty (form and weight), so a
+    user who opens one trains what the README documents; the unguarded arm sets the weight to 0."""
+    import json
+
+    from normguard.trainer.config import TrainConfig
+
+    d = TrainConfig()
+    weights, forms = [], []
+    for path in sorted((ROOT / "example_workflows").glob("*.json")):
+        for node in json.loads(path.read_text(encoding="utf-8"))["nodes"]:
+            named = node.get("widgets_values_named", {})
+            if node["type"] == "NormGuardTrainLoRA":
+                weights.append(named["normguard_weight"])
+            if node["type"] == "NormGuardTrainOptions":
+                forms.append(named["normguard_form"])
+    assert d.normguard_weight in weights and set(weights) <= {d.normguard_weight, 0}
+    assert forms and set(forms) == {d.normguard_form}

@@ -55,17 +55,18 @@ def hinge_excess(
 def normguard_penalty(
     v_theta: torch.Tensor,
     v_ref: torch.Tensor | None,
-    weight: float = 10.0,
+    weight: float = 0.03,
     *,
-    form: Form = "squared",
+    form: Form = "paper",
     relative: bool = True,
     margin: float = 0.0,
     reduction: Reduction = "sample",
 ) -> torch.Tensor:
     """weight * mean over samples of h(||v_theta||, ||v_ref||), a float32 scalar.
 
-    form: "linear" relu(excess), "squared" relu(excess)^2, or "paper" (the abstract's
-    relu(||v_theta|| - ||v_ref||): linear, absolute, no margin); relative: excess measured as
+    form: "paper" (the default, as in TrainConfig: the abstract's relu(||v_theta|| - ||v_ref||):
+    linear, absolute, no margin; its weight is in velocity-norm units), "linear" relu(excess) or
+    "squared" relu(excess)^2 (weights around 10 when relative); relative: excess measured as
     ||v_theta|| / ||v_ref|| - 1 (scale-free across resolutions) instead of the difference;
     margin: tolerance before the hinge activates; reduction: see velocity_norms. v_ref is
     detached: the reference is frozen. With weight 0 this returns an exact zero that depends on

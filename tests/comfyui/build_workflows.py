@@ -21,6 +21,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 OUT = REPO / "example_workflows"
 
+DEFAULT_WEIGHT = 0.03  # TrainConfig().normguard_weight: the guarded trainers use the default
 CHECKPOINT = "sd3.5_medium.safetensors"
 TEXT_ENCODERS = ("clip_g.safetensors", "clip_l.safetensors", "t5xxl_fp16.safetensors")
 # What ComfyUI's missing-model dialog offers to download for a loader: its `models` node property
@@ -151,7 +152,8 @@ Pick your LoRA in *NormGuard LoRA Loader* (models/loras).
 ON_OFF_NOTE = """
 ## NormGuard on vs off (same seeds)
 
-Trains two LoRAs with identical settings and seed: `normguard_weight` 10 (the default) and 0. The JPEG
+Trains two LoRAs with identical settings and seed: `normguard_weight` 0.03 (the default: the paper's
+linear absolute hinge) and 0. The JPEG
 incompressibility reward needs no files and is quick to hack, which makes the norm inflation easy to see.
 Then samples base, NormGuard on and NormGuard off with the same seed into one norm graph.
 
@@ -172,7 +174,7 @@ def train_workflow() -> dict:
             options='{"processor": "CLIP-ViT-H-14-laion2B-s32B-b79K"}',
         ),  # fmt: skip
         train_options(1),
-        trainer("train", 2, "sd35m_pickscore_normguard", 10.0, 300),
+        trainer("train", 2, "sd35m_pickscore_normguard", DEFAULT_WEIGHT, 300),
         node(
             "pos", "CLIPTextEncode", 3, (400, 140), text="a photo of a red fox in the snow, highly detailed"
         ),
@@ -220,7 +222,7 @@ def on_off_workflow() -> dict:
     nodes += [
         node("reward", "NormGuardRewardJpegIncompressibility", 0, weight=1.0),
         train_options(0),
-        trainer("train_on", 1, "sd35m_jpeg_normguard_on", 10.0, 100),
+        trainer("train_on", 1, "sd35m_jpeg_normguard_on", DEFAULT_WEIGHT, 100),
         trainer("train_off", 2, "sd35m_jpeg_normguard_off", 0.0, 100),
     ]
     links = []
