@@ -127,7 +127,9 @@ class Guard:
 
 
 OFF = Guard(0.0)
-SQUARED = Guard(10.0, "squared")  # the earlier default, chosen by a seed-0 sweep before the paper form was tried
+SQUARED = Guard(
+    10.0, "squared"
+)  # the earlier default, chosen by a seed-0 sweep before the paper form was tried
 PAPER_WEIGHTS = (0.01, 0.03, 0.1)  # ||v_ref|| is ~55-65 on TinyFlow: about 0.6-6 in relative-hinge units
 SWEEP_METHOD, SWEEP_REWARD = "nft", "saturation"
 SWEEP = (SQUARED, *(Guard(w, "paper") for w in PAPER_WEIGHTS))
@@ -1108,7 +1110,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--smoke", action="store_true", help="one seed, tiny runs: checks that everything runs")
     ap.add_argument("--no-sweep", action="store_true", help="skip the penalty sweep (both forms still run)")
     ap.add_argument("--check", action="store_true", help="rebuild the doc from --results only and compare")
-    ap.add_argument("--rebuild", action="store_true", help="rewrite the doc from --results only (no training)")
+    ap.add_argument(
+        "--rebuild", action="store_true", help="rewrite the doc from --results only (no training)"
+    )
     ap.add_argument(
         "--no-run", action="store_true", help="run nothing: write the doc from the results there are"
     )

@@ -38,7 +38,9 @@ def test_every_float_refuses_nan_and_inf(name, value):
 @pytest.mark.parametrize("name", NUMERIC)
 def test_every_number_is_bounded_where_declared(name):
     s, kind = spec(TrainConfig, name), key_types(TrainConfig)[name]
-    base = BASE.replace(normguard_form="squared") if name == "normguard_margin" else BASE  # 'paper': no margin
+    base = (
+        BASE.replace(normguard_form="squared") if name == "normguard_margin" else BASE
+    )  # 'paper': no margin
     tiny = 1 if kind.base is int else 1e-9
     outside = [s.min - tiny if s.min is not None else s.above]
     outside.append(s.max + max(tiny, abs(s.max) * 1e-6) if s.max is not None else s.below)

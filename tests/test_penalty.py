@@ -72,7 +72,9 @@ def test_token_reduction_matches_plain_formula():
     v = v_ref * (1 + 0.3 * torch.rand(2, 1, 4, 4))
     n, nr = v.norm(dim=1).flatten(1), v_ref.norm(dim=1).flatten(1)
     expected = (torch.relu(n / nr - 1) ** 2).mean(dim=1).mean()
-    assert torch.allclose(normguard_penalty(v, v_ref, 10.0, form="squared", reduction="token"), 10.0 * expected)
+    assert torch.allclose(
+        normguard_penalty(v, v_ref, 10.0, form="squared", reduction="token"), 10.0 * expected
+    )
     tokens = torch.randn(2, 5, 7)  # [B, N, D] layout: norms over D
     assert velocity_norms(tokens, "token").shape == (2, 5)
     assert torch.allclose(velocity_norms(tokens, "token"), tokens.norm(dim=-1))

@@ -187,7 +187,10 @@ class TrainConfig:
     normguard_weight: float = setting(
         0.03,
         "NormGuard penalty weight lambda (0 turns it off); about 0.03 for the 'paper' form, 10 for the relative "
-        "'linear' and 'squared' hinges", min=0.0, max=1000.0, step=0.01
+        "'linear' and 'squared' hinges",
+        min=0.0,
+        max=1000.0,
+        step=0.01,
     )
     normguard_form: str = setting(
         "paper",
