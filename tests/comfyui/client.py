@@ -123,3 +123,24 @@ class EventStream:
         except OSError:
             pass
         self.sock.close()
+
+
+def train_start_warnings(comfy: Comfy, server: str, graph: dict[str, Any]) -> list[str]:
+    """Run a training graph and return the warnings of its normguard.train "start" event (what the
+    trainer node shows)."""
+    import threading
+
+    events = EventStream(server, comfy.client_id)
+    seen: list[dict[str, Any]] = []
+    reader = threading.Thread(target=events.collect, args=(seen,), daemon=True)
+    reader.start()
+    try:
+        comfy.run(graph)
+    finally:
+        events.close()
+        reader.join(timeout=5)
+    return next(
+        m["data"]["warnings"]
+        for m in seen
+        if m.get("type") == "normguard.train" and m["data"]["phase"] == "start"
+    )

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
+from .family_specs import SPECS
+
 Graph = dict[str, dict[str, Any]]
 
 KIT = {
     "sd3": {"unet": "tiny_sd3.safetensors", "clip_type": "sd3"},
     "flux": {"unet": "tiny_flux.safetensors", "clip_type": "stable_diffusion"},
     # test-only loaders (kit_families.py: ComfyUI's detection refuses these families at tiny sizes)
-    "zimage": {"unet": "tiny_zimage.safetensors", "clip": "tiny_qwen3.safetensors", "family": "zimage"},
+    **{
+        name: {"unet": f"tiny_{name}.safetensors", "clip": f"tiny_{name}_te.safetensors", "family": name}
+        for name in SPECS
+    },
 }
 PROMPTS = "a red cube\na blue ball on grass"
 
@@ -18,8 +23,14 @@ PROMPTS = "a red cube\na blue ball on grass"
 def loaders(kind: str, weight_dtype: str = "default") -> Graph:
     kit = KIT[kind]
     if "family" in kit:
+        spec = SPECS[kind]
         return {
             "unet": {
+                "class_type": "UNETLoader",
+                "inputs": {"unet_name": kit["unet"], "weight_dtype": weight_dtype},
+            }
+            if spec.stock_unet
+            else {
                 "class_type": "NormGuardTestTinyUNET",
                 "inputs": {"family": kit["family"], "unet_name": kit["unet"]},
             },
@@ -27,7 +38,7 @@ def loaders(kind: str, weight_dtype: str = "default") -> Graph:
                 "class_type": "NormGuardTestTinyCLIP",
                 "inputs": {"family": kit["family"], "clip_name": kit["clip"]},
             },
-            "vae": {"class_type": "VAELoader", "inputs": {"vae_name": "tiny_vae16.safetensors"}},
+            "vae": {"class_type": "VAELoader", "inputs": {"vae_name": SPECS[kind].vae}},
         }
     return {
         "unet": {
@@ -130,7 +141,10 @@ def sample(
     g.setdefault("neg", {"class_type": "CLIPTextEncode", "inputs": {"clip": ["clip", 0], "text": ""}})
     g.setdefault(
         "latent",
-        {"class_type": "EmptySD3LatentImage", "inputs": {"width": 64, "height": 64, "batch_size": batch}},
+        {
+            "class_type": SPECS[kind].latent if kind in SPECS else "EmptySD3LatentImage",
+            "inputs": {"width": 64, "height": 64, "batch_size": batch},
+        },
     )
     positive = ["pos", 0]
     if kind == "flux":

@@ -160,13 +160,22 @@ def main(comfy_dir: str, models_dir: str, sd3_depth: int = 2, real: bool = False
         clip.state_dict(), os.path.join(models_dir, "text_encoders", "tiny_clip_l.safetensors"), torch.float16
     )
 
+    write_vae(os.path.join(models_dir, "vae", "tiny_vae16.safetensors"), 16)
+
+
+def write_vae(path: str, latent_channels: int, batch_norm: bool = False) -> None:
+    """A random diffusers-format AutoencoderKL (ComfyUI fixes the encoder at 128 base channels, x8) in fp16.
+    batch_norm: FLUX.2's VAE layout (latents 2x2-patchified to 4x the channels and batch-normalised, x16),
+    which ComfyUI recognises by its bn.running_mean/var keys."""
+    import torch
     from diffusers import AutoencoderKL
+    from safetensors.torch import save_file
 
     torch.manual_seed(0)
     vae = AutoencoderKL(
         in_channels=3,
         out_channels=3,
-        latent_channels=16,
+        latent_channels=latent_channels,
         down_block_types=["DownEncoderBlock2D"] * 4,
         up_block_types=["UpDecoderBlock2D"] * 4,
         block_out_channels=[128, 256, 512, 512],
@@ -174,7 +183,12 @@ def main(comfy_dir: str, models_dir: str, sd3_depth: int = 2, real: bool = False
         use_quant_conv=False,
         use_post_quant_conv=False,
     )
-    save(vae.state_dict(), os.path.join(models_dir, "vae", "tiny_vae16.safetensors"), torch.float16)
+    sd = {k: v.half().contiguous() for k, v in vae.state_dict().items()}
+    if batch_norm:
+        sd["bn.running_mean"] = (torch.randn(4 * latent_channels) * 0.3).half()
+        sd["bn.running_var"] = (torch.rand(4 * latent_channels) * 1.5 + 0.5).half()
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    save_file(sd, path)
 
 
 if __name__ == "__main__":

@@ -1,15 +1,17 @@
 """Tiny models of the flow families whose ComfyUI detection refuses small shapes, with the files the
-test-only loader (testkit_nodes/) reads. Run with ComfyUI's python:
+test-only loaders (testkit_nodes/) read. Run with ComfyUI's python:
   python kit_families.py COMFYUI_PATH MODELS_DIR
-  diffusion_models/tiny_zimage.safetensors  comfy.supported_models.ZImage, dim 256 (2 heads of 128, the
-                                            real head and RoPE axes), 2 layers + the 2+2 refiners,
-                                            caption pad token; unet_config in the file's metadata
-  text_encoders/tiny_qwen3.safetensors      Z-Image's Qwen3-4B class shrunk through model_options
-                                            (3 layers, hidden 256); its model config in the metadata
-Why not the stock loaders: model_detection recognises Z-Image only at dim 3840 (a tiny one is taken
-for a broken Lumina 2), and CLIPLoader recognises Qwen3-4B only at hidden 2560 and builds all 36
-layers, with no way to pass model_options. The test loader uses the same classes and code paths
-(ZImage(unet_config).get_model, load_model_weights; comfy.sd.CLIP with `qwen3_4b_model_config`).
+For each family of family_specs.py:
+  diffusion_models/tiny_<family>.safetensors  comfy.supported_models.<class>(unet_config).get_model(),
+                                              random weights; the unet_config in the file's metadata
+  text_encoders/tiny_<family>_te.safetensors  the family's own text-encoder model (its ClipTarget) built
+                                              with the spec's model_options (fewer layers, narrow), the
+                                              whole wrapper's state dict; model_options in the metadata
+Why not the stock loaders: model_detection fixes the widths of these families to the real ones (e.g.
+Z-Image only at dim 3840; a tiny one is taken for a broken Lumina 2; Qwen-Image's heads and text width
+are constants), and CLIPLoader builds the text encoders at full size with no way to pass model_options.
+The test loaders use the same classes and code paths (<class>(unet_config).get_model, load_model_weights;
+comfy.sd.CLIP with the family's ClipTarget and model_options).
 """
 
 from __future__ import annotations
@@ -17,50 +19,25 @@ from __future__ import annotations
 import json
 import os
 import sys
-
-ZIMAGE_UNET = {  # as model_detection writes Z-Image's unet_config (dim 3840 there), at dim 256
-    "image_model": "lumina2",
-    "patch_size": 2,
-    "in_channels": 16,
-    "dim": 256,
-    "cap_feat_dim": 256,
-    "n_layers": 2,
-    "qk_norm": True,
-    "n_heads": 2,
-    "n_kv_heads": 2,
-    "axes_dims": [32, 48, 48],
-    "axes_lens": [1536, 512, 512],
-    "rope_theta": 256.0,
-    "ffn_dim_multiplier": 8.0 / 3.0,
-    "z_image_modulation": True,
-    "time_scale": 1000.0,
-    "pad_tokens_multiple": 32,
-}
-QWEN3_TINY = {  # model_options["qwen3_4b_model_config"]: keys of comfy.text_encoders.llama.Qwen3_4BConfig
-    "hidden_size": 256,
-    "intermediate_size": 512,
-    "num_hidden_layers": 3,  # Z-Image reads the second-to-last layer (layer_idx -2)
-    "num_attention_heads": 2,
-    "num_key_value_heads": 1,
-}
+from pathlib import Path
 
 
 def main(comfy_dir: str, models_dir: str) -> None:
-    sys.path.insert(0, comfy_dir)
+    sys.path[:0] = [comfy_dir, str(Path(__file__).resolve().parent)]
     import torch
     from comfy.cli_args import args
     from safetensors.torch import save_file
 
     if not torch.cuda.is_available():
         args.cpu = True
-    import comfy.ops
+    import comfy.model_detection
     import comfy.supported_models
-    import comfy.text_encoders.llama
+    from family_specs import SPECS, VAES, building, target
+    from kit import write_vae
 
     gen = torch.Generator().manual_seed(0)
 
     def randomize(module: torch.nn.Module, std: float) -> dict:
-        # std 0.06: at 0.02 the modulation gates leave a LoRA's effect near float noise (COMFYUI.md)
         with torch.no_grad():
             for name, p in module.named_parameters():
                 if name.endswith("bias"):
@@ -69,24 +46,52 @@ def main(comfy_dir: str, models_dir: str) -> None:
                     p.fill_(1.0)
                 else:
                     p.copy_(torch.randn(p.shape, generator=gen) * std)
-        return {k: v.contiguous() for k, v in module.state_dict().items()}
+        return {k: v.contiguous() for k, v in module.state_dict().items() if v.is_floating_point()}
 
     def save(sd: dict, file: str, meta: dict) -> None:
         path = os.path.join(models_dir, file)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         save_file(sd, path, metadata={k: json.dumps(v) for k, v in meta.items()})
 
-    model = comfy.supported_models.ZImage(dict(ZIMAGE_UNET)).get_model({})
-    sd = randomize(model.diffusion_model, 0.06)
-    assert "cap_pad_token" in sd
-    save(sd, "diffusion_models/tiny_zimage.safetensors", {"normguard.unet_config": ZIMAGE_UNET})
+    def spiece_model() -> torch.Tensor:
+        """A small SentencePiece model with Gemma's special ids (pad 0, eos 1, bos 2, unk 3): Gemma's
+        tokenizer ships inside its text-encoder file (key spiece_model), not in the checkout."""
+        import io
 
-    te = comfy.text_encoders.llama.Qwen3_4B(dict(QWEN3_TINY), torch.float32, "cpu", comfy.ops.manual_cast)
-    save(
-        randomize(te, 0.06),  # the keys CLIP.load_sd takes for a one-model text encoder
-        "text_encoders/tiny_qwen3.safetensors",
-        {"normguard.model_config": QWEN3_TINY},
-    )
+        import sentencepiece
+
+        words = "a red cube blue ball on grass photo of cat sign that says hello world the big small green"
+        proto = io.BytesIO()
+        sentencepiece.SentencePieceTrainer.train(
+            sentence_iterator=iter([words, *words.split()] * 20),
+            model_writer=proto,
+            vocab_size=40,
+            pad_id=0,
+            eos_id=1,
+            bos_id=2,
+            unk_id=3,
+            minloglevel=2,
+        )
+        return torch.frombuffer(bytearray(proto.getvalue()), dtype=torch.uint8)
+
+    for name, spec in SPECS.items():
+        config = getattr(comfy.supported_models, spec.comfy_class)(dict(spec.unet))
+        with building(name):
+            model = config.get_model({})
+            sd = randomize(model.diffusion_model, spec.std)
+            if spec.stock_unet:
+                detected = comfy.model_detection.model_config_from_unet(sd, "")
+                assert type(detected).__name__ == spec.comfy_class, f"{name} is detected as {detected}"
+            save(sd, f"diffusion_models/tiny_{name}.safetensors", {"normguard.unet_config": spec.unet})
+            te = target(config, spec).clip(dtype=torch.float32, device="cpu", model_options=spec.clip_options)
+            te_sd = randomize(te, spec.std)
+        if spec.spiece:
+            te_sd["spiece_model"] = spiece_model()
+        save(
+            te_sd, f"text_encoders/tiny_{name}_te.safetensors", {"normguard.model_options": spec.clip_options}
+        )
+    for file, (channels, batch_norm) in VAES.items():
+        write_vae(os.path.join(models_dir, "vae", file), channels, batch_norm)
 
 
 if __name__ == "__main__":

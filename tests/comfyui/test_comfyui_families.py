@@ -4,14 +4,17 @@ the saved LoRA in the stock LoraLoaderModelOnly (every key loaded, the output ch
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 import torch
 from safetensors import safe_open
 
-from .graphs import loaders, sample, train
+from .client import train_start_warnings
+from .graphs import KIT, loaders, sample, train
 from .test_comfyui_nodes import latent
 
-FAMILIES = ["zimage"]
+FAMILIES = ["zimage", "lumina2", "qwenimage"]
 METHODS = ["nft", "awm", "dpo", "grpo"]
 
 
@@ -65,3 +68,24 @@ def test_probe_records_one_value_per_step_heun_cfg(comfy, family):
     assert log["evals"][1:] == [2, 2], "heun evaluates twice per step"
     assert log["ratio"] == [1.0, 1.0, 1.0] and all(u is not None for u in log["norm_uncond"])
     assert all(torch.isfinite(torch.tensor(log["norm"])))
+
+
+# (family, model file name, step-distilled?): Z-Image-Turbo and FLUX.2 klein have their base models'
+# shapes, so the trainer tells them by the file name ComfyUI keeps on the MODEL
+DISTILLED = [
+    ("zimage", "z_image_turbo_tiny.safetensors", True),
+    ("zimage", "z_image_tiny.safetensors", False),
+]
+
+
+@pytest.mark.parametrize("family, file, distilled", DISTILLED)
+def test_step_distilled_variants_warn_for_nft_and_grpo(comfy, server, base_dir, family, file, distilled):
+    unets = base_dir / "models" / "diffusion_models"
+    if not (unets / file).exists():
+        shutil.copy(unets / KIT[family]["unet"], unets / file)
+    g = train(family, f"fam_distilled_{file[:-12]}", iterations=1, method="grpo", sample_steps=5)
+    g["unet"]["inputs"]["unet_name"] = file
+    warnings = train_start_warnings(comfy, server, g)
+    assert bool(warnings) == distilled
+    if distilled:
+        assert "GRPO on a step-distilled model: this model is step-distilled" in warnings[0]

@@ -15,7 +15,7 @@ from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from .client import EventStream, GraphError
+from .client import EventStream, GraphError, train_start_warnings
 from .graphs import loaders, sample, train
 
 NODE_IDS = [
@@ -330,29 +330,10 @@ def test_cancel_keeps_the_lora_and_queueing_again_resumes(comfy, server, loras, 
 
 def test_nft_at_few_steps_warns_that_step_distilled_models_are_unsupported(comfy, server):
     g = train("sd3", "t_distilled_warning", iterations=1, method="nft", sample_steps=2)
-    events = EventStream(server, comfy.client_id)
-    seen: list[dict] = []
-    reader = threading.Thread(target=events.collect, args=(seen,), daemon=True)
-    reader.start()
-    comfy.run(g)
-    events.close()
-    reader.join(timeout=5)
-    start = next(
-        m["data"] for m in seen if m.get("type") == "normguard.train" and m["data"]["phase"] == "start"
-    )
-    assert len(start["warnings"]) == 1 and "NFT on a step-distilled model" in start["warnings"][0]
+    warnings = train_start_warnings(comfy, server, g)
+    assert len(warnings) == 1 and "NFT on a step-distilled model" in warnings[0]
     g = train("sd3", "t_no_warning", iterations=1, method="awm", sample_steps=2)
-    events = EventStream(server, comfy.client_id)
-    seen = []
-    reader = threading.Thread(target=events.collect, args=(seen,), daemon=True)
-    reader.start()
-    comfy.run(g)
-    events.close()
-    reader.join(timeout=5)
-    start = next(
-        m["data"] for m in seen if m.get("type") == "normguard.train" and m["data"]["phase"] == "start"
-    )
-    assert start["warnings"] == []
+    assert train_start_warnings(comfy, server, g) == []
 
 
 def test_non_flow_models_and_foreign_loras_are_refused(comfy, trained_sd3):

@@ -51,6 +51,9 @@ class Family:
     # default LoRA targets in ComfyUI's module names (suffixes, as peft matches them): the same layers as
     # lora_targets; empty: every attention Linear of the ComfyUI model
     comfy_targets: tuple[str, ...] = ()
+    # words in a model file's name that mark a step-distilled variant whose weights and config are the base
+    # model's shape (Z-Image-Turbo, FLUX.2 klein); a name that also says "base" is the undistilled model
+    distilled_names: tuple[str, ...] = ()
     notes: str = ""
 
 

@@ -26,8 +26,11 @@ FAMILY = Family(
         "to_add_out",
         "to_qkv_mlp_proj",
     ),
+    # ComfyUI fuses q/k/v (and, in single blocks, to_qkv_mlp_proj is linear1)
+    comfy_targets=("img_attn.qkv", "img_attn.proj", "txt_attn.qkv", "txt_attn.proj", "linear1"),
     targets_from="DiffSynth-Studio FLUX.2 klein LoRA example",
     refused_pipelines=("Flux2KleinInpaintPipeline", "Flux2KleinKVPipeline"),
+    distilled_names=("klein",),
     notes="dev: guidance-distilled (guidance 4); klein distilled: step-distilled (pipeline config is_distilled)",
 )
 

@@ -13,6 +13,7 @@ FAMILY = Family(
     pipelines=("QwenImagePipeline",),
     comfy_models=("QwenImage",),
     lora_targets=("to_q", "to_k", "to_v", "to_out.0"),
+    comfy_targets=("attn.to_q", "attn.to_k", "attn.to_v", "attn.to_out.0"),  # ComfyUI keeps diffusers' names
     targets_from="diffusers train_dreambooth_lora_qwen_image.py",
     refused_pipelines=(
         "QwenImageEditPipeline",

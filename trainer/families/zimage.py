@@ -25,6 +25,7 @@ FAMILY = Family(
         "ZImageControlNetInpaintPipeline",
         "ZImageOmniPipeline",
     ),
+    distilled_names=("turbo",),
     notes="Turbo is step-distilled (told by the model name); variable-length text, no padding tokens",
 )
 

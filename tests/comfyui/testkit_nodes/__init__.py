@@ -6,75 +6,82 @@ config read from the file instead of detected."""
 from __future__ import annotations
 
 import json
+import os
+import sys
 
 import comfy.model_management as mm
 import comfy.model_patcher
 import comfy.sd
 import comfy.supported_models
-import comfy.supported_models_base
-import comfy.text_encoders.z_image
 import comfy.utils
 import folder_paths
 import torch
 
-FAMILIES = {  # name -> (supported_models class, tokenizer class, text encoder factory, model_options key)
-    "zimage": (
-        comfy.supported_models.ZImage,
-        comfy.text_encoders.z_image.ZImageTokenizer,
-        comfy.text_encoders.z_image.te,
-        "qwen3_4b_model_config",
-    ),
-}
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.realpath(__file__))))  # tests/comfyui
+from family_specs import SPECS, building, target  # noqa: E402
+
+sys.path.pop(0)
 
 
-def _file(folder: str, name: str) -> tuple[dict, dict]:
-    return comfy.utils.load_torch_file(
-        folder_paths.get_full_path_or_raise(folder, name), return_metadata=True
+def load_unet(family: str, path: str, disable_dynamic: bool = False):
+    """The tiny diffusion model in `path` as a MODEL; like the core loaders, the patcher remembers how to
+    reload it (cached_patcher_init: the file name is all ComfyUI keeps of where a MODEL came from)."""
+    sd, meta = comfy.utils.load_torch_file(path, return_metadata=True)
+    spec = SPECS[family]
+    model_config = getattr(comfy.supported_models, spec.comfy_class)(
+        json.loads(meta["normguard.unet_config"])
     )
+    model_config.set_inference_dtype(torch.float32, None)
+    model = model_config.get_model(sd, "")
+    patcher = comfy.model_patcher.ModelPatcher(
+        model, load_device=mm.get_torch_device(), offload_device=mm.unet_offload_device()
+    )
+    model.load_model_weights(sd, "")
+    patcher.cached_patcher_init = (load_unet, (family, path))
+    return patcher
+
+
+def load_clip(family: str, path: str):
+    sd, meta = comfy.utils.load_torch_file(path, return_metadata=True)
+    spec = SPECS[family]
+    config = getattr(comfy.supported_models, spec.comfy_class)(dict(spec.unet))
+    tokenizer = {k: sd.pop(k) for k in ("spiece_model",) if k in sd}  # as comfy.sd.load_clip passes it
+    with building(family):
+        return comfy.sd.CLIP(
+            target=target(config, spec),
+            state_dict=sd,  # a dict: the whole wrapper's keys (CLIP.load_sd full_model)
+            model_options=json.loads(meta["normguard.model_options"]),
+            parameters=comfy.utils.calculate_parameters(sd),
+            tokenizer_data=tokenizer,
+        )
 
 
 class NormGuardTestTinyUNET:
     @classmethod
     def INPUT_TYPES(cls):
         files = folder_paths.get_filename_list("diffusion_models")
-        return {"required": {"family": (list(FAMILIES),), "unet_name": (files,)}}
+        return {"required": {"family": (list(SPECS),), "unet_name": (files,)}}
 
     RETURN_TYPES = ("MODEL",)
     FUNCTION = "load"
     CATEGORY = "testing"
 
     def load(self, family, unet_name):
-        sd, meta = _file("diffusion_models", unet_name)
-        model_config = FAMILIES[family][0](json.loads(meta["normguard.unet_config"]))
-        model_config.set_inference_dtype(torch.float32, None)
-        model = model_config.get_model(sd, "")
-        patcher = comfy.model_patcher.ModelPatcher(
-            model, load_device=mm.get_torch_device(), offload_device=mm.unet_offload_device()
-        )
-        model.load_model_weights(sd, "")
-        return (patcher,)
+        return (load_unet(family, folder_paths.get_full_path_or_raise("diffusion_models", unet_name)),)
 
 
 class NormGuardTestTinyCLIP:
     @classmethod
     def INPUT_TYPES(cls):
         files = folder_paths.get_filename_list("text_encoders")
-        return {"required": {"family": (list(FAMILIES),), "clip_name": (files,)}}
+        return {"required": {"family": (list(SPECS),), "clip_name": (files,)}}
 
     RETURN_TYPES = ("CLIP",)
     FUNCTION = "load"
     CATEGORY = "testing"
 
     def load(self, family, clip_name):
-        _, tokenizer, te, options_key = FAMILIES[family]
-        sd, meta = _file("text_encoders", clip_name)
-        clip = comfy.sd.CLIP(
-            target=comfy.supported_models_base.ClipTarget(tokenizer, te()),
-            state_dict=[sd],
-            model_options={options_key: json.loads(meta["normguard.model_config"])},
-            parameters=comfy.utils.calculate_parameters(sd),
-        )
-        return (clip,)
+        return (load_clip(family, folder_paths.get_full_path_or_raise("text_encoders", clip_name)),)
 
 
 NODE_CLASS_MAPPINGS = {

@@ -30,7 +30,7 @@ from torch import nn
 
 from ..adapter import lora_alpha
 from ..base import Cond, FlowBackend, check_image_size, check_prompts, check_steps, cond_cat, cond_select
-from .families import adds_residuals_in_place, architecture, default_targets, match_targets
+from .families import adds_residuals_in_place, architecture, default_targets, match_targets, step_distilled
 from .identity import check_flow_model
 from .lora import (
     LORA_FORMATS,
@@ -118,6 +118,9 @@ class ComfyBackend(FlowBackend):
             check_kohya(self.model)
         self.lora_format = lora_format
         self.height, self.width = height, width
+        # image families whose latents carry a frame axis of length 1 (Qwen-Image's Wan latents): the
+        # sampler adds it (comfy.sample.fix_empty_latent_channels); the core keeps [B, C, h, w]
+        self._frames = getattr(self.model.latent_format, "latent_dimensions", 2) == 3
         self.switch = Switch()
         self._adapters: dict[str, LoraAdapter] = {}
         self._loaded = False
@@ -234,9 +237,16 @@ class ComfyBackend(FlowBackend):
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
-            images = self.vae.decode(self.model.process_latent_out(latents.float()))
+            z = self.model.process_latent_out(self._to_model(latents.float()))
+            if z.ndim == 5 and getattr(self.vae, "latent_dim", 2) == 2:
+                z = z.squeeze(2)  # an image VAE given frame-axis latents
+            images = self.vae.decode(z)
         self._loaded = False
+        images = images.reshape(-1, *images.shape[-3:])  # video VAEs return [B, T, H, W, C]
         return plain(images.movedim(-1, 1).float().clamp(0, 1))
+
+    def _to_model(self, x: torch.Tensor) -> torch.Tensor:
+        return x.unsqueeze(2) if self._frames else x
 
     # --- the model ------------------------------------------------------------------------------
     @property
@@ -298,10 +308,10 @@ class ComfyBackend(FlowBackend):
                 inputs[key] = inputs[key][:, :n]  # cond_cat zero-pads rows of other groups' lengths
             with training_mode():  # rollouts too: the same kernels as the gradient passes (GRPO log-probs)
                 out = self.model.apply_model(
-                    x[rows], sigma[rows.to(sigma.device)].to(x.device), transformer_options=options,
-                    **inputs, **constants,
+                    self._to_model(x[rows]), sigma[rows.to(sigma.device)].to(x.device),
+                    transformer_options=options, **inputs, **constants,
                 )  # fmt: skip
-            parts.append((rows, out))
+            parts.append((rows, out.squeeze(2) if self._frames else out))
         if len(parts) == 1:
             return parts[0][1]
         denoised = parts[0][1].new_zeros((x.shape[0], *parts[0][1].shape[1:]))
@@ -388,7 +398,7 @@ class ComfyBackend(FlowBackend):
         self.patcher.remove_injections("normguard_lora")
 
     def step_distilled(self) -> bool:
-        return architecture(self.patcher) == "flux-1-schnell"
+        return step_distilled(self.patcher)
 
     def lora_metadata(self) -> dict[str, str]:
         return {

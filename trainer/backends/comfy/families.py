@@ -8,6 +8,7 @@ under gradient checkpointing).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -59,10 +60,31 @@ def architecture(patcher: Any) -> str:
         # one name for every SD3 here: it is part of the trainer node's run key, so a finer name
         # (sd3.architecture_name of the unet_config) would stop existing runs from resuming
         return sd3.architecture_name()
-    if kind.startswith("Flux"):
+    if kind == "Flux":  # FLUX.1 (dev and schnell share ComfyUI's Flux BaseModel; Flux2 is its own)
         guided = getattr(patcher.model.diffusion_model, "params", None)
         return flux.architecture_name(getattr(guided, "guidance_embed", False))
     return f"comfyui-{kind.lower()}"
+
+
+def model_file(patcher: Any) -> str:
+    """The file name a core loader (UNETLoader, CheckpointLoaderSimple) read the MODEL from, lower case;
+    "" when unknown. ComfyUI keeps it on the patcher, and on its clones, to reload the model."""
+    init = getattr(patcher, "cached_patcher_init", None)
+    path = init[1][0] if init and len(init) > 1 and init[1] and isinstance(init[1][0], str) else ""
+    return os.path.basename(path).lower()
+
+
+def step_distilled(patcher: Any) -> bool:
+    """Whether the MODEL is distilled to sample in a few steps. FLUX.1-schnell has no guidance embedding
+    (ComfyUI's FluxSchnell); Z-Image-Turbo and FLUX.2 klein have the shapes of their base models, so only
+    the file name tells (the family's distilled_names; "base" marks the undistilled klein)."""
+    if architecture(patcher) == "flux-1-schnell":
+        return True
+    family = family_of(patcher.model)
+    name = model_file(patcher)
+    if family is None or "base" in name:
+        return False
+    return any(word in name for word in family.distilled_names)
 
 
 def diffusers_converter(model: Any) -> Callable[..., dict] | None:

@@ -33,15 +33,15 @@ def flow_model_problem(patcher: Any) -> str | None:
             "FLUX.1 and other rectified-flow models. (A ModelSamplingDiscrete node in front of a flow "
             "model also turns it into a non-flow model.)"
         )
+    if family_of(patcher.model) is not None:
+        return None  # (Qwen-Image's latents have a frame axis of length 1: checked by family, not by shape)
     dims = getattr(patcher.model.latent_format, "latent_dimensions", 2)
     if dims != 2:
         return f"this MODEL ({kind}) makes {dims}-D latents (video/audio); NormGuard trains image models"
-    if family_of(patcher.model) is None:
-        return (
-            f"this MODEL is a {comfy_class(patcher.model)}, not a model family NormGuard supports "
-            f"(edit, inpaint and pixel-space variants are not); supported: {supported_classes()}"
-        )
-    return None
+    return (
+        f"this MODEL is a {comfy_class(patcher.model)}, not a model family NormGuard supports "
+        f"(edit, inpaint and pixel-space variants are not); supported: {supported_classes()}"
+    )
 
 
 def check_flow_model(patcher: Any, who: str = "NormGuard") -> None:

@@ -1,0 +1,246 @@
+"""The tiny family models of the ComfyUI tests, as data: which comfy.supported_models class, its unet_config
+(the keys model_detection would write, at tiny widths) and the family's own text encoder shrunk through
+model_options["<name>_model_config"] (real classes and tokenizers; fewer layers, a narrow hidden size).
+Read by kit_families.py (writes the files), the test-only loaders in testkit_nodes/ (read them) and
+graphs.py (names them); `comfy` is imported inside functions only."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Spec:
+    comfy_class: str  # comfy.supported_models.<name>
+    unet: dict[str, Any]
+    clip_options: dict[str, Any]  # model_options: "<name>_model_config" overrides of the text encoders
+    clip_target: Callable[[], Any] | None = None  # ClipTarget; None: the model class's clip_target({})
+    vae: str = "tiny_vae16.safetensors"
+    stock_unet: bool = False  # model_detection accepts the tiny shape: it loads through UNETLoader
+    latent: str = "EmptySD3LatentImage"  # the empty-latent node of the family's workflows
+    spiece: bool = False  # the tokenizer ships in the text-encoder file (a SentencePiece model; Gemma)
+    std: float = 0.06  # at 0.02 some families' modulation gates leave a LoRA's effect near float noise
+
+
+def target(model_config: Any, spec: Spec) -> Any:
+    return spec.clip_target() if spec.clip_target is not None else model_config.clip_target({})
+
+
+@contextmanager
+def small_vision_tower() -> Iterator[None]:
+    """Qwen2.5-VL's vision tower has a fixed 1280-wide, 32-layer shape (~670 M parameters) that text-only
+    prompts never run; a one-layer one stands in for it so the text encoder fits a test."""
+    import comfy.text_encoders.qwen_vl as qwen_vl
+
+    full = qwen_vl.Qwen2VLVisionTransformer
+
+    def tiny(**kwargs: Any) -> Any:
+        return full(**{**kwargs, "hidden_size": 32, "intermediate_size": 32, "num_heads": 2, "num_layers": 1})
+
+    qwen_vl.Qwen2VLVisionTransformer = tiny
+    try:
+        yield
+    finally:
+        qwen_vl.Qwen2VLVisionTransformer = full
+
+
+# VAEs beyond kit.py's tiny_vae16 (file -> kit.write_vae's latent channels, batch_norm)
+VAES = {"tiny_vae4.safetensors": (4, False), "tiny_vae_flux2.safetensors": (32, True)}
+TE_WIDTH = 128  # hidden size of the shrunk text encoders (their vocabularies stay full size)
+
+SPECS: dict[str, Spec] = {
+    # as model_detection writes Z-Image's unet_config (dim 3840 there), at dim 256 (its code needs >= 256):
+    # 2 heads of 128, the real head and RoPE axes; 2 layers + the 2+2 refiners; caption pad token
+    "zimage": Spec(
+        "ZImage",
+        {
+            "image_model": "lumina2",
+            "patch_size": 2,
+            "in_channels": 16,
+            "dim": 256,
+            "cap_feat_dim": 256,
+            "n_layers": 2,
+            "qk_norm": True,
+            "n_heads": 2,
+            "n_kv_heads": 2,
+            "axes_dims": [32, 48, 48],
+            "axes_lens": [1536, 512, 512],
+            "rope_theta": 256.0,
+            "ffn_dim_multiplier": 8.0 / 3.0,
+            "z_image_modulation": True,
+            "time_scale": 1000.0,
+            "pad_tokens_multiple": 32,
+        },
+        # Qwen3-4B's class; Z-Image reads the second-to-last layer
+        {
+            "qwen3_4b_model_config": {
+                "hidden_size": 256,
+                "intermediate_size": 512,
+                "num_hidden_layers": 3,
+                "num_attention_heads": 2,
+                "num_key_value_heads": 1,
+            }
+        },
+    ),
+    # Lumina-Image 2.0 (model_detection: dim 2304, 24 heads, 8 kv heads), at dim 128; Gemma-2-2B's class
+    "lumina2": Spec(
+        "Lumina2",
+        {
+            "image_model": "lumina2",
+            "patch_size": 2,
+            "in_channels": 16,
+            "dim": 128,
+            "cap_feat_dim": TE_WIDTH,
+            "n_layers": 2,
+            "qk_norm": True,
+            "n_heads": 2,
+            "n_kv_heads": 1,
+            "axes_dims": [16, 24, 24],
+            "axes_lens": [300, 512, 512],
+            "rope_theta": 10000.0,
+            "ffn_dim_multiplier": 4.0,
+        },
+        {
+            "gemma2_2b_model_config": {
+                "hidden_size": TE_WIDTH,
+                "intermediate_size": 2 * TE_WIDTH,
+                "num_hidden_layers": 3,
+                "num_attention_heads": 2,
+                "num_key_value_heads": 1,
+            }
+        },
+        spiece=True,
+    ),
+    # Qwen-Image (model_detection reads only in_channels and the depth: 24 heads of 128, text 3584), at
+    # 4 heads of 32; Qwen2.5-VL-7B's class with a small vision tower (small_vision_tower)
+    "qwenimage": Spec(
+        "QwenImage",
+        {
+            "image_model": "qwen_image",
+            "in_channels": 64,
+            "out_channels": 16,
+            "num_layers": 2,
+            "attention_head_dim": 32,
+            "num_attention_heads": 4,
+            "joint_attention_dim": TE_WIDTH,
+            "axes_dims_rope": [8, 12, 12],
+        },
+        {
+            "qwen25_7b_model_config": {
+                "hidden_size": TE_WIDTH,
+                "intermediate_size": 2 * TE_WIDTH,
+                "num_hidden_layers": 2,
+                "num_attention_heads": 2,
+                "num_key_value_heads": 1,
+            }
+        },
+    ),
+}
+
+
+# T5-style encoders (comfy.text_encoders.t5.T5 configs) at the shrunk width
+T5_TINY = {"d_model": TE_WIDTH, "d_ff": 2 * TE_WIDTH, "d_kv": 32, "num_heads": 4, "num_layers": 2}
+SPECS["chroma"] = Spec(  # model_detection fixes hidden 3072 (out_dim) and the approximator: at hidden 128
+    "Chroma",
+    {
+        "image_model": "chroma",
+        "in_channels": 64,
+        "out_channels": 64,
+        "context_in_dim": TE_WIDTH,
+        "hidden_size": 128,
+        "mlp_ratio": 4.0,
+        "num_heads": 1,
+        "depth": 1,
+        "depth_single_blocks": 1,
+        "axes_dim": [16, 56, 56],
+        "theta": 10000,
+        "patch_size": 2,
+        "qkv_bias": True,
+        "in_dim": 64,
+        "out_dim": 128,
+        "hidden_dim": 64,
+        "n_layers": 1,
+        "txt_ids_dims": [],
+        "vec_in_dim": None,
+    },
+    {"t5xxl_model_config": T5_TINY},  # T5-XXL's class (PixArt's wrapper, as ComfyUI's Chroma uses)
+)
+SPECS["auraflow"] = Spec(  # model_detection fixes dim 3072 and the text width 2048 (Pile-T5-XL): at dim 128
+    "AuraFlow",
+    {
+        "in_channels": 4,
+        "out_channels": 4,
+        "patch_size": 2,
+        "dim": 128,
+        "n_layers": 2,
+        "n_double_layers": 1,
+        "n_heads": 2,
+        "global_conddim": 128,
+        "cond_seq_dim": TE_WIDTH,
+        "max_seq": 256,
+    },
+    {"pile_t5xl_model_config": T5_TINY},
+    vae="tiny_vae4.safetensors",
+)
+# FLUX.2 [klein]: model_detection accepts the tiny shape (hidden 128 = 1 head of 128, 1 + 1 blocks)
+SPECS["flux2"] = Spec(
+    "Flux2",
+    {
+        "image_model": "flux2",
+        "axes_dim": [32, 32, 32, 32],
+        "num_heads": 1,
+        "mlp_ratio": 3.0,
+        "theta": 2000,
+        "out_channels": 128,
+        "global_modulation": True,
+        "mlp_silu_act": True,
+        "qkv_bias": False,
+        "ops_bias": False,
+        "default_ref_method": "index",
+        "ref_index_scale": 10.0,
+        "txt_ids_dims": [3],
+        "patch_size": 1,
+        "in_channels": 128,
+        "hidden_size": 128,
+        "context_in_dim": 3 * 64,  # klein stacks three of Qwen3's hidden layers (9, 18, 27)
+        "vec_in_dim": None,
+        "depth": 1,
+        "depth_single_blocks": 1,
+        "guidance_embed": False,
+        "yak_mlp": False,
+        "txt_norm": False,
+    },
+    {
+        "qwen3_4b_model_config": {
+            "hidden_size": 64,
+            "intermediate_size": 128,
+            "num_hidden_layers": 28,
+            "num_attention_heads": 2,
+            "num_key_value_heads": 1,
+        }
+    },
+    clip_target=lambda: _klein_target(),
+    vae="tiny_vae_flux2.safetensors",
+    stock_unet=True,
+    latent="EmptyFlux2LatentImage",
+)
+
+
+def _klein_target() -> Any:
+    import comfy.supported_models_base
+    import comfy.text_encoders.flux as flux
+
+    return comfy.supported_models_base.ClipTarget(flux.KleinTokenizer, flux.klein_te(model_type="qwen3_4b"))
+
+
+@contextmanager
+def building(name: str) -> Iterator[None]:
+    """What a family's classes need patched while they are built (kit and loader alike)."""
+    if name in ("qwenimage", "hunyuanimage"):
+        with small_vision_tower():
+            yield
+    else:
+        yield
