@@ -3,7 +3,9 @@ by the tests (conftest.py) and the peer benchmark (benchmarks/comfyui_peers.py).
 
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
 import socket
 import subprocess
 import time
@@ -27,28 +29,51 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+KIT_SOURCES = ("kit.py", "kit_families.py", "family_specs.py")
+KIT_TIMEOUT = 1800  # the kit builds in ~1 min on an idle 2-core machine, many times that when it is shared
+
+
+def build_kit(models: Path, comfy_path: str, python: str, sd3_depth: int = 2) -> None:
+    """Write the tiny kit (kit.py, kit_families.py) into `models`."""
+    for script, extra in (("kit.py", ["--sd3-depth", str(sd3_depth)]), ("kit_families.py", [])):
+        proc = subprocess.run(
+            [python, str(HERE / script), comfy_path, str(models), *extra],
+            capture_output=True,
+            text=True,
+            timeout=KIT_TIMEOUT,
+            env=ENV,
+        )
+        if proc.returncode != 0:
+            raise RuntimeError(f"{script} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+
+
+def cached_kit(cache: Path, comfy_path: str, python: str, sd3_depth: int) -> Path:
+    """The kit's models folder under `cache`, built once per version of the kit's sources."""
+    key = hashlib.sha1(f"{comfy_path}{sd3_depth}".encode())
+    for name in KIT_SOURCES:
+        key.update((HERE / name).read_bytes())
+    folder = cache / key.hexdigest()[:12]
+    if not (folder / "done").is_file():
+        shutil.rmtree(folder, ignore_errors=True)
+        build_kit(folder / "models", comfy_path, python, sd3_depth)
+        (folder / "done").touch()
+    return folder / "models"
+
+
 def build_base(base: Path, comfy_path: str, python: str, sd3_depth: int = 2) -> Path:
     """A ComfyUI base directory: models (the tiny kit, see kit.py), custom_nodes/normguard -> this
-    repository, an empty loras folder."""
+    repository, an empty loras folder. With NORMGUARD_KIT_CACHE set, the kit is built once into that
+    folder and its files are linked in (tests may add files to the base's folders, never to the cache)."""
     base.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.run(
-        [python, str(HERE / "kit.py"), comfy_path, str(base / "models"), "--sd3-depth", str(sd3_depth)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=ENV,
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(f"kit.py failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    proc = subprocess.run(
-        [python, str(HERE / "kit_families.py"), comfy_path, str(base / "models")],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=ENV,
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(f"kit_families.py failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    cache = os.environ.get("NORMGUARD_KIT_CACHE")
+    if cache:
+        models = cached_kit(Path(cache), comfy_path, python, sd3_depth)
+        for file in models.rglob("*.safetensors"):
+            link = base / "models" / file.relative_to(models)
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(file)
+    else:
+        build_kit(base / "models", comfy_path, python, sd3_depth)
     (base / "custom_nodes").mkdir(exist_ok=True)
     (base / "custom_nodes" / "normguard").symlink_to(REPO, target_is_directory=True)
     # loaders for the family models the stock loaders refuse at tiny sizes (kit_families.py)

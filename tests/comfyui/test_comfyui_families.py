@@ -4,18 +4,24 @@ the saved LoRA in the stock LoraLoaderModelOnly (every key loaded, the output ch
 
 from __future__ import annotations
 
+import json
 import shutil
+import subprocess
 
 import pytest
 import torch
 from safetensors import safe_open
 
 from .client import train_start_warnings
+from .conftest import COMFYUI_PATH, COMFYUI_PYTHON
+from .cross_client_check import DIFFUSERS
 from .graphs import KIT, loaders, sample, train
+from .server import ENV, HERE, REPO
 from .test_comfyui_nodes import latent
 
 FAMILIES = ["zimage", "lumina2", "qwenimage"]
 METHODS = ["nft", "awm", "dpo", "grpo"]
+CROSS_CLIENT = list(DIFFUSERS)
 
 
 def server_log(base_dir) -> str:
@@ -89,3 +95,37 @@ def test_step_distilled_variants_warn_for_nft_and_grpo(comfy, server, base_dir, 
     assert bool(warnings) == distilled
     if distilled:
         assert "GRPO on a step-distilled model: this model is step-distilled" in warnings[0]
+
+
+@pytest.fixture(scope="module")
+def package_parent(tmp_path_factory):
+    parent = tmp_path_factory.mktemp("pkg")
+    (parent / "normguard").symlink_to(REPO, target_is_directory=True)
+    return parent
+
+
+@pytest.mark.parametrize("family", CROSS_CLIENT)
+def test_one_lora_gives_the_same_velocity_in_comfyui_and_diffusers(base_dir, package_parent, family):
+    """cross_client_check.py: the family's tiny ComfyUI model and a non-zero LoRA in ComfyUI's format, loaded
+    by the stock loader (every key), against the same weights in the family's diffusers transformer with the
+    same LoRA in the diffusers format through the pipeline's load_lora_weights, on ComfyUI's conditioning."""
+    proc = subprocess.run(
+        [
+            COMFYUI_PYTHON,
+            str(HERE / "cross_client_check.py"),
+            COMFYUI_PATH,
+            str(base_dir / "models"),
+            str(package_parent),
+            family,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        env=ENV,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    c = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert c["not_loaded"] == [] and c["weights_missing"] == [] and c["weights_unexpected"] == []
+    assert c["lora_effect"] > 1e-2, "the LoRA changes the velocity"
+    assert c["stock_vs_trained"] < 1e-5, "the stock loader applies the file as the trainer's adapter"
+    assert c["diffusers_vs_comfyui"] < 1e-4 * max(1.0, c["scale"]), "both clients give one velocity"

@@ -1,0 +1,168 @@
+"""One LoRA in both clients, run by test_comfyui_families.py with ComfyUI's python (it has diffusers):
+  python cross_client_check.py COMFYUI_PATH MODELS_DIR PACKAGE_PARENT FAMILY  -> JSON on the last line
+
+The tiny ComfyUI model of FAMILY (kit_families.py) is trained-like (a random, clearly non-zero LoRA on the
+family's default ComfyUI targets) and saved in ComfyUI's format. The same weights go to the family's
+diffusers transformer (diffusers' own single-file converter, or none where the names are equal) and the
+same LoRA in the diffusers format (each fused ComfyUI layer's lora_up split exactly as the converter splits
+the weight), which the family's diffusers pipeline loads with load_lora_weights. Both get the conditioning
+ComfyUI made for one prompt; the velocities must agree to float error."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+# family -> (diffusers pipeline, transformer, config from the ComfyUI unet_config, single-file converter
+# name or None, the adapter's conditioning from ComfyUI's text tokens)
+DIFFUSERS: dict[str, tuple[str, str, Callable[[dict], dict], str | None, Callable[[torch.Tensor], dict]]] = {
+    "qwenimage": (
+        "QwenImagePipeline",
+        "QwenImageTransformer2DModel",
+        lambda u: {
+            "patch_size": 2,
+            "in_channels": u["in_channels"],
+            "out_channels": u["out_channels"],
+            "num_layers": u["num_layers"],
+            "attention_head_dim": u["attention_head_dim"],
+            "num_attention_heads": u["num_attention_heads"],
+            "joint_attention_dim": u["joint_attention_dim"],
+            "axes_dims_rope": tuple(u["axes_dims_rope"]),
+        },
+        None,
+        lambda c: {"prompt_embeds": c, "prompt_embeds_mask": torch.ones(c.shape[:2], dtype=torch.long)},
+    ),
+    "lumina2": (
+        "Lumina2Pipeline",
+        "Lumina2Transformer2DModel",
+        lambda u: {
+            "sample_size": 8,
+            "patch_size": u["patch_size"],
+            "in_channels": u["in_channels"],
+            "hidden_size": u["dim"],
+            "num_layers": u["n_layers"],
+            "num_refiner_layers": 2,
+            "num_attention_heads": u["n_heads"],
+            "num_kv_heads": u["n_kv_heads"],
+            "multiple_of": 256,
+            "ffn_dim_multiplier": u["ffn_dim_multiplier"],
+            "axes_dim_rope": tuple(u["axes_dims"]),
+            "axes_lens": tuple(u["axes_lens"]),
+            "cap_feat_dim": u["cap_feat_dim"],
+        },
+        "convert_lumina2_to_diffusers",
+        lambda c: {"prompt_embeds": c, "prompt_attention_mask": torch.ones(c.shape[:2], dtype=torch.bool)},
+    ),
+}
+
+
+def convert(name: str | None, sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    if name is None:
+        return dict(sd)
+    import diffusers.loaders.single_file_utils as single_file
+
+    return getattr(single_file, name)({k: v.clone() for k, v in sd.items()})
+
+
+def diffusers_lora(
+    converter: str | None, sd: dict[str, torch.Tensor], lora: dict[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """ComfyUI-format LoRA (diffusion_model.<path>.lora_down/up) -> transformer.<diffusers path>.lora_A/B:
+    each layer's up goes through the weight converter in place of its weight; the diffusers weights that
+    change are that layer's parts (row slices of a fused qkv), each taking the shared down as lora_A."""
+    base = convert(converter, sd)
+    out = {}
+    for key in [k for k in lora if k.endswith(".lora_down.weight")]:
+        path = key[len("diffusion_model.") : -len(".lora_down.weight")]
+        down, up = lora[key], lora[f"diffusion_model.{path}.lora_up.weight"]
+        parts = {
+            k: v
+            for k, v in convert(converter, {**sd, f"{path}.weight": up}).items()
+            if v.shape != base[k].shape
+        }
+        assert parts, f"{path}: no diffusers weight takes its LoRA"
+        for k, b in parts.items():
+            out[f"transformer.{k[: -len('.weight')]}.lora_A.weight"] = down.clone()
+            out[f"transformer.{k[: -len('.weight')]}.lora_B.weight"] = b.contiguous()
+    return out
+
+
+def main(comfy_dir: str, models: str, package_parent: str, family: str) -> dict[str, Any]:
+    sys.path[:0] = [comfy_dir, package_parent, __file__.rsplit("/", 1)[0]]
+    from comfy.cli_args import args
+
+    args.cpu = True
+    import comfy.sd
+    import comfy.utils
+    import diffusers
+    from family_specs import SPECS
+    from testkit_nodes import load_clip, load_unet
+
+    from normguard.trainer.backends.comfy import ComfyBackend
+    from normguard.trainer.families import ADAPTERS
+
+    pipeline, transformer_class, config, converter, text_cond = DIFFUSERS[family]
+    spec = SPECS[family]
+    unet_file = f"{models}/diffusion_models/tiny_{family}.safetensors"
+    with torch.inference_mode():
+        model = load_unet(family, unet_file)
+        clip = load_clip(family, f"{models}/text_encoders/tiny_{family}_te.safetensors")
+        vae = comfy.sd.VAE(sd=comfy.utils.load_torch_file(f"{models}/vae/{spec.vae}"))
+    prompt = ["a red cube"]
+    with torch.inference_mode(False), torch.no_grad():
+        trainer = ComfyBackend(model, clip, vae, height=64, width=64, prompts=prompt)
+        torch.manual_seed(0)
+        trainer.add_lora(4, alpha=8, init="gaussian_nonzero")
+        for name, p in trainer.named_trainable().items():
+            if name.endswith("lora_up"):
+                p.mul_(10)
+        lora = trainer.lora_state_dict()
+        cond = trainer.encode_prompts(prompt * 2)
+        c, h, w = trainer.latent_shape(64, 64)
+        x = torch.randn(2, c, h, w, generator=torch.Generator().manual_seed(2))
+        sigma = torch.tensor([0.8, 0.3])
+        trained = trainer.velocity(x, sigma, cond)
+        with trainer.reference():
+            base = trainer.velocity(x, sigma, cond)
+        trainer.release()
+
+        records: list[str] = []
+        handler = logging.Handler()
+        handler.emit = lambda record: records.append(record.getMessage())  # type: ignore[method-assign]
+        logging.getLogger().addHandler(handler)
+        stock, _ = comfy.sd.load_lora_for_models(model, None, lora, 1.0, 0.0)  # LoraLoaderModelOnly's call
+        logging.getLogger().removeHandler(handler)
+        comfy_v = ComfyBackend(stock, clip, vae, height=64, width=64, prompts=prompt).velocity(x, sigma, cond)
+
+        sd = {k: v.float() for k, v in comfy.utils.load_torch_file(unet_file).items()}
+        module = getattr(diffusers, transformer_class)(**config(spec.unet))
+        missing, unexpected = module.load_state_dict(convert(converter, sd), strict=False)
+        cls = getattr(diffusers, pipeline)  # only the transformer matters here: no text encoders, no VAE
+        components = {p: None for p in inspect.signature(cls.__init__).parameters if p != "self"}
+        pipe = cls(
+            **{**components, "transformer": module, "scheduler": diffusers.FlowMatchEulerDiscreteScheduler()}
+        )
+        pipe.load_lora_weights(diffusers_lora(converter, sd, lora))
+        adapter = ADAPTERS[pipeline].__new__(ADAPTERS[pipeline])
+        adapter.pipe, adapter.source = pipe, ""
+        text = cond["c_crossattn"].float()
+        diffusers_v = adapter.predict(pipe.transformer, x, sigma, text_cond(text), None)
+    return {
+        "not_loaded": [r for r in records if "lora key not loaded" in r],
+        "weights_missing": list(missing),
+        "weights_unexpected": list(unexpected),
+        "lora_effect": float((trained - base).abs().max()),
+        "stock_vs_trained": float((comfy_v - trained).abs().max()),
+        "diffusers_vs_comfyui": float((diffusers_v - comfy_v).abs().max()),
+        "scale": float(comfy_v.abs().max()),
+    }
+
+
+if __name__ == "__main__":
+    print(json.dumps(main(*sys.argv[1:5])))
