@@ -25,12 +25,7 @@ class Adapter(DiffusersAdapter):
     max_sequence_length = 256
 
     def encode_prompts(self, prompts, device):
-        embeds, _, _, _ = self.pipe.encode_prompt(
-            prompt=list(prompts),
-            do_classifier_free_guidance=False,
-            device=device,
-            max_sequence_length=self.max_sequence_length,
-        )
+        embeds, _, _, _ = self.pipeline_prompts(prompts, device)
         return {"prompt_embeds": embeds}
 
     def predict(self, module, x, sigma, cond, guidance):

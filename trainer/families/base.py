@@ -23,18 +23,11 @@ from torch import nn
 Cond = dict[str, torch.Tensor]
 
 
-# The attention of both streams of a joint-attention (MMDiT-style) block in diffusers' names: what
-# diffusers' SD3/FLUX DreamBooth LoRA scripts train, and our default wherever a family has such blocks.
-JOINT_ATTENTION_TARGETS = (
-    "to_q",
-    "to_k",
-    "to_v",
-    "to_out.0",
-    "add_q_proj",
-    "add_k_proj",
-    "add_v_proj",
-    "to_add_out",
-)
+# The attention projections in diffusers' names (the image stream's, or a single-stream block's).
+ATTENTION_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
+# Both streams of a joint-attention (MMDiT-style) block: what diffusers' SD3/FLUX DreamBooth LoRA scripts
+# train, and our default wherever a family has such blocks.
+JOINT_ATTENTION_TARGETS = (*ATTENTION_TARGETS, "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out")
 
 
 @dataclass(frozen=True)
@@ -86,6 +79,7 @@ class DiffusersAdapter(ABC):
     guidance_distilled: bool = False  # takes a distilled `guidance` input (FLUX.1-dev)
     default_guidance: float | None = None  # the pipeline's default for that input
     step_distilled: bool = False  # sampled in a few steps (FLUX.1-schnell, Z-Image-Turbo, FLUX.2 klein)
+    max_sequence_length: int | None = None  # text tokens the pipeline's prompt encoding keeps
 
     def __init__(self, pipe: Any, source: str = ""):
         self.pipe = pipe
@@ -127,6 +121,17 @@ class DiffusersAdapter(ABC):
     @abstractmethod
     def encode_prompts(self, prompts: list[str], device: torch.device) -> Cond:
         """Batch-first conditioning tensors, exactly what the pipeline hands its transformer."""
+
+    def pipeline_prompts(self, prompts: list[str], device: torch.device, **kwargs: Any) -> tuple:
+        """The pipeline's own `encode_prompt` for `prompts` alone, at max_sequence_length: no negative
+        prompt (the core encodes the empty prompt itself when it guides). kwargs: the family's extras."""
+        return self.pipe.encode_prompt(
+            prompt=list(prompts),
+            device=device,
+            do_classifier_free_guidance=False,
+            max_sequence_length=self.max_sequence_length,
+            **kwargs,
+        )
 
     @abstractmethod
     def predict(

@@ -27,12 +27,7 @@ class Adapter(DiffusersAdapter):
     max_sequence_length = 512
 
     def encode_prompts(self, prompts, device):
-        embeds, _, mask, *_ = self.pipe.encode_prompt(
-            prompt=prompts,
-            device=device,
-            do_classifier_free_guidance=False,
-            max_sequence_length=self.max_sequence_length,
-        )
+        embeds, _, mask, *_ = self.pipeline_prompts(prompts, device)
         return {"prompt_embeds": embeds, "prompt_attention_mask": mask}
 
     def predict(self, module, x, sigma, cond, guidance):

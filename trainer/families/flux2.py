@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import DiffusersAdapter, Family
+from .base import JOINT_ATTENTION_TARGETS, DiffusersAdapter, Family
 
 FAMILY = Family(
     name="flux2",
@@ -15,17 +15,7 @@ FAMILY = Family(
     comfy_models=("Flux2",),
     # DiffSynth-Studio's FLUX.2 klein LoRA script: both streams' attention plus the single blocks'
     # fused qkv+mlp input projection
-    lora_targets=(
-        "to_q",
-        "to_k",
-        "to_v",
-        "to_out.0",
-        "add_q_proj",
-        "add_k_proj",
-        "add_v_proj",
-        "to_add_out",
-        "to_qkv_mlp_proj",
-    ),
+    lora_targets=(*JOINT_ATTENTION_TARGETS, "to_qkv_mlp_proj"),
     # ComfyUI fuses q/k/v (and, in single blocks, to_qkv_mlp_proj is linear1)
     comfy_targets=("img_attn.qkv", "img_attn.proj", "txt_attn.qkv", "txt_attn.proj", "linear1"),
     targets_from="DiffSynth-Studio FLUX.2 klein LoRA example",

@@ -22,14 +22,8 @@ class Adapter(DiffusersAdapter):
     max_sequence_length = 128
 
     def encode_prompts(self, prompts, device):
-        t5, _, llama, _, pooled, _ = self.pipe.encode_prompt(
-            prompt=list(prompts),
-            prompt_2=None,
-            prompt_3=None,
-            prompt_4=None,
-            device=device,
-            do_classifier_free_guidance=False,
-            max_sequence_length=self.max_sequence_length,
+        t5, _, llama, _, pooled, _ = self.pipeline_prompts(
+            prompts, device, prompt_2=None, prompt_3=None, prompt_4=None
         )
         # llama is [layers, B, L, D]: batch-first for the core's slicing, back in predict
         return {"prompt_embeds_t5": t5, "prompt_embeds_llama3": llama.transpose(0, 1), "pooled": pooled}

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import torch
 
-from .base import DiffusersAdapter, Family
+from .base import ATTENTION_TARGETS, DiffusersAdapter, Family
 
 FAMILY = Family(
     name="lumina2",
     title="Lumina-Image 2.0",
     pipelines=("Lumina2Pipeline", "Lumina2Text2ImgPipeline"),
     comfy_models=("Lumina2",),
-    lora_targets=("to_q", "to_k", "to_v", "to_out.0"),
+    lora_targets=ATTENTION_TARGETS,
     comfy_targets=("attention.qkv", "attention.out"),  # ComfyUI fuses to_q/k/v; refiners included
     targets_from="diffusers train_dreambooth_lora_lumina2.py",
     notes="Gemma-2 attention mask; system prompt prepended to prompts (not to the empty negative)",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import DiffusersAdapter, Family, pipeline_timestep, trim_to_mask
+from .base import ATTENTION_TARGETS, DiffusersAdapter, Family, pipeline_timestep, trim_to_mask
 from .flux import pack_latents, unpack_latents
 
 FAMILY = Family(
@@ -12,7 +12,7 @@ FAMILY = Family(
     title="Qwen-Image",
     pipelines=("QwenImagePipeline",),
     comfy_models=("QwenImage",),
-    lora_targets=("to_q", "to_k", "to_v", "to_out.0"),
+    lora_targets=ATTENTION_TARGETS,
     comfy_targets=("attn.to_q", "attn.to_k", "attn.to_v", "attn.to_out.0"),  # ComfyUI keeps diffusers' names
     targets_from="diffusers train_dreambooth_lora_qwen_image.py",
     refused_pipelines=(

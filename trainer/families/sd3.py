@@ -43,14 +43,7 @@ class Adapter(DiffusersAdapter):
         self.patch = pipe.transformer.config.patch_size
 
     def encode_prompts(self, prompts, device):
-        embeds, _, pooled, _ = self.pipe.encode_prompt(
-            prompt=prompts,
-            prompt_2=None,
-            prompt_3=None,
-            device=device,
-            do_classifier_free_guidance=False,
-            max_sequence_length=self.max_sequence_length,
-        )
+        embeds, _, pooled, _ = self.pipeline_prompts(prompts, device, prompt_2=None, prompt_3=None)
         return {"prompt_embeds": embeds, "pooled_prompt_embeds": pooled}
 
     def predict(self, module, x, sigma, cond, guidance):

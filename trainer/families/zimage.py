@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch.nn.utils.rnn import pad_sequence
 
-from .base import DiffusersAdapter, Family
+from .base import ATTENTION_TARGETS, DiffusersAdapter, Family
 
 FAMILY = Family(
     name="zimage",
@@ -14,7 +14,7 @@ FAMILY = Family(
     comfy_models=("ZImage",),
     # ai-toolkit and musubi-tuner adapt every Linear of the transformer blocks (ZImageTransformerBlock):
     # attention and the SwiGLU feed-forward
-    lora_targets=("to_q", "to_k", "to_v", "to_out.0", "w1", "w2", "w3"),
+    lora_targets=(*ATTENTION_TARGETS, "w1", "w2", "w3"),
     targets_from="ai-toolkit / musubi-tuner (all Linears of the blocks, not adaLN)",
     # ComfyUI fuses to_q/k/v into attention.qkv; the refiner blocks are blocks of the same class
     comfy_targets=("attention.qkv", "attention.out", "feed_forward.w1", "feed_forward.w2", "feed_forward.w3"),
