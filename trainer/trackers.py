@@ -1,11 +1,15 @@
 """Experiment trackers through accelerate's tracker classes (TensorBoard, Weights & Biases, MLflow,
 Trackio, ...; `log_with` in the config): the run's config once, every iteration's scalars, and each
-evaluation's grid as an image (an artifact file for MLflow; Trackio gets the scalars only).
+evaluation's grid as an image (an artifact file for MLflow).
 
 Each tracker keeps its files in the run folder where it can: TensorBoard in tensorboard/, W&B in
-wandb/ (offline runs too: WANDB_MODE=offline), MLflow in mlruns/. A resumed run continues the same
-W&B run (its id is derived from the run folder), and TensorBoard drops the events a crashed run wrote
-after its last checkpoint (purge_step), so no curve is drawn twice.
+wandb/ (offline runs too: WANDB_MODE=offline), MLflow in mlflow.db with its artifacts in mlruns/
+(unless MLFLOW_TRACKING_URI names another store). Trackio writes to its own local database
+(TRACKIO_DIR, default ~/.cache/huggingface/trackio), where `trackio show` finds it. A resumed run
+continues the same W&B, MLflow and Trackio run, and TensorBoard drops the events a crashed run wrote
+after its last checkpoint (purge_step), so no curve is drawn twice. Nothing here reaches the network
+unless asked: W&B's mode, a Trackio Space and an MLflow server are the user's settings, and MLflow's
+usage telemetry is off unless MLFLOW_DISABLE_TELEMETRY says otherwise.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import hashlib
 import importlib.util
 import logging
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +108,27 @@ def grid_hwc(grid: torch.Tensor) -> np.ndarray:
     return (grid.float().clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
 
 
+def use_mlflow_store(run_dir: Path) -> None:
+    """Point MLflow at mlflow.db in the run folder (its default is ./mlflow.db in whatever folder the
+    process started in), unless MLFLOW_TRACKING_URI names a store; and keep its telemetry off."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    import mlflow
+
+    if not os.environ.get("MLFLOW_TRACKING_URI"):
+        mlflow.set_tracking_uri(f"sqlite:///{(Path(run_dir).resolve() / 'mlflow.db').as_posix()}")
+
+
+def mlflow_run_id(run_dir: Path) -> str | None:
+    """The MLflow run this run folder logged to before (tagged with the folder), to continue it."""
+    import mlflow
+
+    folder = str(Path(run_dir).resolve())
+    runs = mlflow.search_runs(
+        experiment_names=[PROJECT], order_by=["attributes.start_time DESC"], output_format="list"
+    )  # compared here rather than in a filter string, which a quote in the path would break
+    return next((r.info.run_id for r in runs if r.data.tags.get("normguard.run_dir") == folder), None)
+
+
 class Trackers(Callback):
     """Logs to accelerate trackers (the trainer attaches it on the main process only)."""
 
@@ -112,6 +138,8 @@ class Trackers(Callback):
         self.run_dir = Path(run_dir)
         self.trackers = []
         for name in names:
+            if name == "mlflow":
+                use_mlflow_store(self.run_dir)
             args, kwargs = self._init(name, resume_at)
             tracker = LOGGER_TYPE_TO_CLASS[name](*args, **kwargs)
             if hasattr(tracker, "start"):  # newer accelerate creates the writer or run in start()
@@ -131,9 +159,16 @@ class Trackers(Callback):
                 "resume": "allow",
             }
         if name == "mlflow":
-            return (PROJECT,), {"logging_dir": str(root / "mlruns"), "run_name": root.name}
+            tag = {"normguard.run_dir": str(root.resolve())}
+            run_id = None if resume_at is None else mlflow_run_id(root)
+            return (PROJECT,), {
+                "logging_dir": str(root / "mlruns"),
+                "run_name": root.name,
+                "run_id": run_id,
+                "tags": tag,
+            }
         if name == "trackio":
-            return (PROJECT,), {"name": root.name}
+            return (PROJECT,), {"name": root.name, "resume": "never" if resume_at is None else "allow"}
         return (PROJECT,), {}
 
     def log(self, values: dict[str, float], step: int) -> None:
@@ -154,7 +189,11 @@ class Trackers(Callback):
                 t.log_images({"eval/grid": image[None]}, step=evaluation.iteration, dataformats="NHWC")
             elif t.name == "mlflow" and png.is_file():
                 t.log_artifact(str(png), artifact_path="evals")
-            elif hasattr(t, "log_images") and t.name != "trackio":
+            elif t.name == "trackio":
+                import trackio
+
+                t.log({"eval/grid": trackio.Image(image)}, step=evaluation.iteration)
+            elif hasattr(t, "log_images"):
                 t.log_images({"eval/grid": [image]}, step=evaluation.iteration)
 
     def on_train_end(self, result: Any) -> None:

@@ -53,9 +53,11 @@ async function main() {
       if (r.status() >= 400) result.failedRequests.push({ status: r.status(), url: r.url() });
     });
     const t0 = Date.now();
-    await page.goto(job.url, { waitUntil: "domcontentloaded", timeout: 90000 });
+    const loadTimeout = job.loadTimeoutMs || 90000;
+    page.setDefaultTimeout(loadTimeout); // a starved machine: clicks and waits may take minutes too
+    await page.goto(job.url, { waitUntil: "domcontentloaded", timeout: loadTimeout });
     await page.waitForFunction(() => window.app && window.app.canvas && window.app.canvas.graph, null, {
-      timeout: 90000,
+      timeout: loadTimeout,
     });
     await page.waitForTimeout(1500);
     await page.keyboard.press("Escape"); // the first-run templates dialog
@@ -308,7 +310,7 @@ async function screenshot(page, shot, id) {
     await page.waitForTimeout(800);
   }
   if (shot.what === "chart") {
-    await page.locator(`canvas[data-normguard-node="${id}"]`).screenshot({ path: shot.file, timeout: 5000 });
+    await page.locator(`canvas[data-normguard-node="${id}"]`).screenshot({ path: shot.file });
     return;
   }
   const clip = await page.evaluate((id) => {
