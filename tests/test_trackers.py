@@ -151,6 +151,7 @@ def test_mlflow_run_in_the_run_folder_holds_the_metrics_and_grids_offline(tiny_c
     assert train_guarded(config.replace(iterations=3), tmp_path, {}) == []
     (resumed,) = client.search_runs([run.info.experiment_id])
     assert resumed.info.run_id == run.info.run_id
+    assert resumed.data.params["iterations"] == "2" and resumed.data.tags["changed.iterations"] == "3"
     assert [m.step for m in client.get_metric_history(run.info.run_id, "reward_mean")] == [1, 2, 3]
 
 

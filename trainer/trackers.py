@@ -129,6 +129,18 @@ def mlflow_run_id(run_dir: Path) -> str | None:
     return next((r.info.run_id for r in runs if r.data.tags.get("normguard.run_dir") == folder), None)
 
 
+def mlflow_unchanged_params(run_id: str, values: dict[str, Any]) -> dict[str, Any]:
+    """MLflow refuses to change a logged param, so a resumed run keeps its first values as params and
+    records the changed ones (a raised `iterations`, say) as tags `changed.<key>`."""
+    import mlflow
+
+    logged = mlflow.get_run(run_id).data.params
+    changed = {k: str(v) for k, v in values.items() if k in logged and logged[k] != str(v)}
+    if changed:
+        mlflow.set_tags({f"changed.{k}": v for k, v in changed.items()})
+    return {k: v for k, v in values.items() if k not in changed}
+
+
 class Trackers(Callback):
     """Logs to accelerate trackers (the trainer attaches it on the main process only)."""
 
@@ -144,7 +156,10 @@ class Trackers(Callback):
             tracker = LOGGER_TYPE_TO_CLASS[name](*args, **kwargs)
             if hasattr(tracker, "start"):  # newer accelerate creates the writer or run in start()
                 tracker.start()
-            tracker.store_init_configuration(flat_config(config))
+            values = flat_config(config)
+            if name == "mlflow":
+                values = mlflow_unchanged_params(tracker.active_run.info.run_id, values)
+            tracker.store_init_configuration(values)
             self.trackers.append(tracker)
 
     def _init(self, name: str, resume_at: int | None) -> tuple[tuple, dict[str, Any]]:
