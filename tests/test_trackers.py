@@ -140,7 +140,7 @@ def test_mlflow_run_in_the_run_folder_holds_the_metrics_and_grids_offline(tiny_c
     run_dir = tmp_path / "run"
     client = MlflowClient(tracking_uri=f"sqlite:///{(run_dir / 'mlflow.db').as_posix()}")
     (run,) = client.search_runs([client.get_experiment_by_name("normguard").experiment_id])
-    assert run.info.run_name == "run" and run.data.params["normguard_weight"] == "10.0"
+    assert run.info.run_name == "run" and run.data.params["normguard_weight"] == str(config.normguard_weight)
     for key, by_iteration in expected_metrics(run_dir).items():
         logged = {m.step: m.value for m in client.get_metric_history(run.info.run_id, key)}
         assert logged == pytest.approx(by_iteration, abs=1e-6), key
@@ -177,4 +177,4 @@ def test_trackio_local_database_holds_the_metrics_and_grids_offline(tiny_config,
     for key, by_iteration in expected_metrics(tmp_path / "run").items():
         assert {s: logged[key][s] for s in by_iteration} == pytest.approx(by_iteration, abs=1e-6), key
     assert [s for s, _ in grids] == [0, 1, 2] and all(p.is_file() for _, p in grids), grids
-    assert json.loads(config_row[0])["normguard_weight"] == 10.0
+    assert json.loads(config_row[0])["normguard_weight"] == config.normguard_weight
