@@ -14,7 +14,8 @@ import inspect
 import json
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -50,8 +51,9 @@ DIFFUSERS: dict[str, tuple[str, str, Callable[[dict], dict], str | None, Callabl
             "num_refiner_layers": 2,
             "num_attention_heads": u["n_heads"],
             "num_kv_heads": u["n_kv_heads"],
-            "multiple_of": 256,
-            "ffn_dim_multiplier": u["ffn_dim_multiplier"],
+            # diffusers rounds 2/3 of 4 x dim up to multiple_of; ComfyUI's feed-forward is dim x multiplier wide
+            "multiple_of": int(u["dim"] * u["ffn_dim_multiplier"]),
+            "ffn_dim_multiplier": None,
             "axes_dim_rope": tuple(u["axes_dims"]),
             "axes_lens": tuple(u["axes_lens"]),
             "cap_feat_dim": u["cap_feat_dim"],
@@ -59,31 +61,139 @@ DIFFUSERS: dict[str, tuple[str, str, Callable[[dict], dict], str | None, Callabl
         "convert_lumina2_to_diffusers",
         lambda c: {"prompt_embeds": c, "prompt_attention_mask": torch.ones(c.shape[:2], dtype=torch.bool)},
     ),
+    "zimage": (
+        "ZImagePipeline",
+        "ZImageTransformer2DModel",
+        lambda u: {
+            "all_patch_size": (u["patch_size"],),
+            "all_f_patch_size": (1,),
+            "in_channels": u["in_channels"],
+            "dim": u["dim"],
+            "n_layers": u["n_layers"],
+            "n_refiner_layers": 2,
+            "n_heads": u["n_heads"],
+            "n_kv_heads": u["n_kv_heads"],
+            "qk_norm": u["qk_norm"],
+            "cap_feat_dim": u["cap_feat_dim"],
+            "rope_theta": u["rope_theta"],
+            "axes_dims": list(u["axes_dims"]),
+            "axes_lens": list(u["axes_lens"]),
+        },
+        "convert_z_image_transformer_checkpoint_to_diffusers",
+        lambda c: {"prompt_embeds": c, "prompt_mask": torch.ones(c.shape[:2], dtype=torch.bool)},
+    ),
+    "chroma": (
+        "ChromaPipeline",
+        "ChromaTransformer2DModel",
+        lambda u: {
+            "patch_size": 1,
+            "in_channels": u["in_channels"],
+            "num_layers": u["depth"],
+            "num_single_layers": u["depth_single_blocks"],
+            "attention_head_dim": u["hidden_size"] // u["num_heads"],
+            "num_attention_heads": u["num_heads"],
+            "joint_attention_dim": u["context_in_dim"],
+            "axes_dims_rope": tuple(u["axes_dim"]),
+            "approximator_num_channels": u["in_dim"],
+            "approximator_hidden_dim": u["hidden_dim"],
+            "approximator_layers": u["n_layers"],
+        },
+        "convert_chroma_transformer_checkpoint_to_diffusers",
+        lambda c: {"prompt_embeds": c, "prompt_attention_mask": torch.ones(c.shape[:2], dtype=torch.long)},
+    ),
+    "auraflow": (
+        "AuraFlowPipeline",
+        "AuraFlowTransformer2DModel",
+        lambda u: {
+            "sample_size": 16,
+            "patch_size": u["patch_size"],
+            "in_channels": u["in_channels"],
+            "num_mmdit_layers": u["n_double_layers"],
+            "num_single_dit_layers": u["n_layers"] - u["n_double_layers"],
+            "attention_head_dim": u["dim"] // u["n_heads"],
+            "num_attention_heads": u["n_heads"],
+            "joint_attention_dim": u["cond_seq_dim"],
+            "caption_projection_dim": u["dim"],
+            "out_channels": u["out_channels"],
+            "pos_embed_max_size": u["max_seq"],
+        },
+        "convert_auraflow_transformer_checkpoint_to_diffusers",
+        lambda c: {"prompt_embeds": c},
+    ),
+    "flux2": (
+        "Flux2KleinPipeline",
+        "Flux2Transformer2DModel",
+        lambda u: {
+            "patch_size": 1,
+            "in_channels": u["in_channels"],
+            "num_layers": u["depth"],
+            "num_single_layers": u["depth_single_blocks"],
+            "attention_head_dim": u["hidden_size"] // u["num_heads"],
+            "num_attention_heads": u["num_heads"],
+            "joint_attention_dim": u["context_in_dim"],
+            "mlp_ratio": u["mlp_ratio"],
+            "axes_dims_rope": tuple(u["axes_dim"]),
+            "rope_theta": u["theta"],
+            "guidance_embeds": u["guidance_embed"],
+        },
+        "convert_flux2_transformer_checkpoint_to_diffusers",
+        lambda c: {"prompt_embeds": c},
+    ),
 }
 
 
-def convert(name: str | None, sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+@contextmanager
+def tiny_splits(sizes: dict[tuple[int, ...], tuple[int, ...]]) -> Iterator[None]:
+    """diffusers' single-file converters split fused weights with the real models' widths written in
+    (Lumina 2: q 2304, k/v 768; Chroma: 3 x 3072 + 12288). Within the block a split whose sizes do not
+    fit the tensor takes the tiny model's sizes: `sizes` where given, else the real ones scaled
+    proportionally (exact where the tiny model keeps the real ratios)."""
+    split = torch.split
+
+    def fitted(tensor: torch.Tensor, split_size: Any, dim: int = 0) -> Any:
+        if isinstance(split_size, (list, tuple)) and sum(split_size) != tensor.shape[dim]:
+            real = tuple(split_size)
+            split_size = sizes.get(real) or tuple(n * tensor.shape[dim] // sum(real) for n in real)
+        return split(tensor, split_size, dim)
+
+    torch.split = fitted
+    try:
+        yield
+    finally:
+        torch.split = split
+
+
+def convert(name: str | None, sd: dict[str, torch.Tensor], sizes: dict) -> dict[str, torch.Tensor]:
     if name is None:
         return dict(sd)
     import diffusers.loaders.single_file_utils as single_file
 
-    return getattr(single_file, name)({k: v.clone() for k, v in sd.items()})
+    with tiny_splits(sizes):
+        return getattr(single_file, name)({k: v.clone() for k, v in sd.items()})
+
+
+def split_sizes(family: str, u: dict) -> dict[tuple[int, ...], tuple[int, ...]]:
+    """Split sizes of the real model -> the tiny one's, where they are not proportional."""
+    if family == "lumina2":  # 24 query heads, 8 key/value heads of 96
+        kv = u["n_kv_heads"] * u["dim"] // u["n_heads"]
+        return {(2304, 768, 768): (u["dim"], kv, kv)}
+    return {}
 
 
 def diffusers_lora(
-    converter: str | None, sd: dict[str, torch.Tensor], lora: dict[str, torch.Tensor]
+    converter: str | None, sd: dict[str, torch.Tensor], lora: dict[str, torch.Tensor], sizes: dict
 ) -> dict[str, torch.Tensor]:
     """ComfyUI-format LoRA (diffusion_model.<path>.lora_down/up) -> transformer.<diffusers path>.lora_A/B:
     each layer's up goes through the weight converter in place of its weight; the diffusers weights that
     change are that layer's parts (row slices of a fused qkv), each taking the shared down as lora_A."""
-    base = convert(converter, sd)
+    base = convert(converter, sd, sizes)
     out = {}
     for key in [k for k in lora if k.endswith(".lora_down.weight")]:
         path = key[len("diffusion_model.") : -len(".lora_down.weight")]
         down, up = lora[key], lora[f"diffusion_model.{path}.lora_up.weight"]
         parts = {
             k: v
-            for k, v in convert(converter, {**sd, f"{path}.weight": up}).items()
+            for k, v in convert(converter, {**sd, f"{path}.weight": up}, sizes).items()
             if v.shape != base[k].shape
         }
         assert parts, f"{path}: no diffusers weight takes its LoRA"
@@ -142,13 +252,14 @@ def main(comfy_dir: str, models: str, package_parent: str, family: str) -> dict[
 
         sd = {k: v.float() for k, v in comfy.utils.load_torch_file(unet_file).items()}
         module = getattr(diffusers, transformer_class)(**config(spec.unet))
-        missing, unexpected = module.load_state_dict(convert(converter, sd), strict=False)
+        sizes = split_sizes(family, spec.unet)
+        missing, unexpected = module.load_state_dict(convert(converter, sd, sizes), strict=False)
         cls = getattr(diffusers, pipeline)  # only the transformer matters here: no text encoders, no VAE
         components = {p: None for p in inspect.signature(cls.__init__).parameters if p != "self"}
         pipe = cls(
             **{**components, "transformer": module, "scheduler": diffusers.FlowMatchEulerDiscreteScheduler()}
         )
-        pipe.load_lora_weights(diffusers_lora(converter, sd, lora))
+        pipe.load_lora_weights(diffusers_lora(converter, sd, lora, sizes))
         adapter = ADAPTERS[pipeline].__new__(ADAPTERS[pipeline])
         adapter.pipe, adapter.source = pipe, ""
         text = cond["c_crossattn"].float()

@@ -17,7 +17,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
-READY_TIMEOUT = 420  # a loaded 2-core machine imports ComfyUI and its nodes slowly
+READY_TIMEOUT = 900  # a loaded 2-core machine imports ComfyUI and its nodes slowly (>7 min seen at load 15)
 # ComfyUI and the kit run single-threaded unless OMP_NUM_THREADS says otherwise: on a small, shared
 # machine OpenMP threads that spin against other processes make torch ops many times slower.
 ENV = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}

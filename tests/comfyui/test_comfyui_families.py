@@ -19,9 +19,11 @@ from .graphs import KIT, loaders, sample, train
 from .server import ENV, HERE, REPO
 from .test_comfyui_nodes import latent
 
-FAMILIES = ["zimage", "lumina2", "qwenimage"]
+FAMILIES = ["zimage", "lumina2", "qwenimage", "chroma", "auraflow", "flux2"]
 METHODS = ["nft", "awm", "dpo", "grpo"]
-CROSS_CLIENT = list(DIFFUSERS)
+# Z-Image is left out: at the tiny width (dim 256) ComfyUI rounds the feed-forward width 682 up to 768
+# and diffusers does not (at the real 3840 both give 10240), so the weights do not fit each other
+CROSS_CLIENT = [f for f in DIFFUSERS if f != "zimage"]
 
 
 def server_log(base_dir) -> str:
@@ -81,6 +83,8 @@ def test_probe_records_one_value_per_step_heun_cfg(comfy, family):
 DISTILLED = [
     ("zimage", "z_image_turbo_tiny.safetensors", True),
     ("zimage", "z_image_tiny.safetensors", False),
+    ("flux2", "flux-2-klein-4b-tiny.safetensors", True),
+    ("flux2", "flux-2-klein-base-4b-tiny.safetensors", False),
 ]
 
 
@@ -89,7 +93,9 @@ def test_step_distilled_variants_warn_for_nft_and_grpo(comfy, server, base_dir, 
     unets = base_dir / "models" / "diffusion_models"
     if not (unets / file).exists():
         shutil.copy(unets / KIT[family]["unet"], unets / file)
-    g = train(family, f"fam_distilled_{file[:-12]}", iterations=1, method="grpo", sample_steps=5)
+    g = train(
+        family, f"fam_distilled_{file[: -len('.safetensors')]}", iterations=1, method="grpo", sample_steps=5
+    )
     g["unet"]["inputs"]["unet_name"] = file
     warnings = train_start_warnings(comfy, server, g)
     assert bool(warnings) == distilled
