@@ -20,6 +20,20 @@ from typing import Any
 
 import torch
 
+
+def flux_blocks(u: dict) -> dict:
+    """The diffusers config of FLUX-style blocks (Chroma, FLUX.2) from ComfyUI's unet_config."""
+    return {
+        "patch_size": 1,
+        "in_channels": u["in_channels"],
+        "num_layers": u["depth"],
+        "num_single_layers": u["depth_single_blocks"],
+        "attention_head_dim": u["hidden_size"] // u["num_heads"],
+        "num_attention_heads": u["num_heads"],
+        "joint_attention_dim": u["context_in_dim"],
+    }
+
+
 # family -> (diffusers pipeline, transformer, config from the ComfyUI unet_config, single-file converter
 # name or None, the adapter's conditioning from ComfyUI's text tokens)
 DIFFUSERS: dict[str, tuple[str, str, Callable[[dict], dict], str | None, Callable[[torch.Tensor], dict]]] = {
@@ -86,13 +100,7 @@ DIFFUSERS: dict[str, tuple[str, str, Callable[[dict], dict], str | None, Callabl
         "ChromaPipeline",
         "ChromaTransformer2DModel",
         lambda u: {
-            "patch_size": 1,
-            "in_channels": u["in_channels"],
-            "num_layers": u["depth"],
-            "num_single_layers": u["depth_single_blocks"],
-            "attention_head_dim": u["hidden_size"] // u["num_heads"],
-            "num_attention_heads": u["num_heads"],
-            "joint_attention_dim": u["context_in_dim"],
+            **flux_blocks(u),
             "axes_dims_rope": tuple(u["axes_dim"]),
             "approximator_num_channels": u["in_dim"],
             "approximator_hidden_dim": u["hidden_dim"],
@@ -124,13 +132,7 @@ DIFFUSERS: dict[str, tuple[str, str, Callable[[dict], dict], str | None, Callabl
         "Flux2KleinPipeline",
         "Flux2Transformer2DModel",
         lambda u: {
-            "patch_size": 1,
-            "in_channels": u["in_channels"],
-            "num_layers": u["depth"],
-            "num_single_layers": u["depth_single_blocks"],
-            "attention_head_dim": u["hidden_size"] // u["num_heads"],
-            "num_attention_heads": u["num_heads"],
-            "joint_attention_dim": u["context_in_dim"],
+            **flux_blocks(u),
             "mlp_ratio": u["mlp_ratio"],
             "axes_dims_rope": tuple(u["axes_dim"]),
             "rope_theta": u["theta"],
