@@ -119,7 +119,7 @@ def train_guarded(config, tmp_path, env: dict[str, str]) -> list[str]:
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert not list(cwd.iterdir()), f"files left in the working folder: {list(cwd.iterdir())}"
-    return json.loads(proc.stdout.rsplit("TRIED ", 1)[1])
+    return json.loads(proc.stdout.rsplit("TRIED ", 1)[1].splitlines()[0])  # trackio prints at exit
 
 
 def expected_metrics(run_dir) -> dict[str, dict[int, float]]:

@@ -110,8 +110,8 @@ def e2e_spec(lora_name: str, seed: int) -> dict:
         node("pos", "CLIPTextEncode", (780, 0), (300, 110), text="a red cube"),
         node("neg", "CLIPTextEncode", (780, 150), (300, 110), text=""),
         node("latent", "EmptySD3LatentImage", (780, 300), width=64, height=64, batch_size=1),
-        node("p_base", "NormGuardVelocityNormProbe", (780, 450), (380, 320), label="base"),
-        node("p_tuned", "NormGuardVelocityNormProbe", (780, 800), (380, 320), label="tuned"),
+        node("p_base", "NormGuardVelocityNormProbe", (780, 450), (380, 380), label="base"),
+        node("p_tuned", "NormGuardVelocityNormProbe", (780, 860), (380, 380), label="tuned"),
     ]
     sampler = dict(seed=seed, steps=STEPS, cfg=3.0, sampler_name="heun", scheduler="simple")
     nodes += [
