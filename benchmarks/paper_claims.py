@@ -656,6 +656,9 @@ def verdicts(c: Cell) -> dict[str, str]:
     return out
 
 
+MIN_EARLY_SEEDS = 2  # seeds where early stopping applies that claim 5 needs for a verdict
+
+
 def early_verdict(c: Cell, kept: float) -> str:
     """Claim 5 from the per-seed differences early-stopped minus guarded (FD: negative = early better)."""
     missing = sum(i is None for i in c.early_iteration)
@@ -671,10 +674,12 @@ def early_verdict(c: Cell, kept: float) -> str:
         )
     if usable == 0:
         return "n/a: " + "; ".join(notes)
-    ev_on = quality_verdict(c, "on", "early")
-    ev_early = quality_verdict(c, "early", "on")
     fd = {k: diffs(c, "early", "on", f"{k}/frechet") for k in ("full", "few")}
     detail = f"FD early - guarded per seed: {per_seed(fd['full'])} (full), {per_seed(fd['few'])} (few)"
+    if usable < MIN_EARLY_SEEDS:  # "at every seed" over one seed is a coin flip
+        return f"n/a: {usable} of {len(c.seeds)} seeds comparable ({detail}); " + "; ".join(notes)
+    ev_on = quality_verdict(c, "on", "early")
+    ev_early = quality_verdict(c, "early", "on")
     if ev_on["frechet/full"] and ev_on["frechet/few"]:
         v5 = "holds: the guarded run is closer to the data than early stopping at every seed, full and few steps"
     elif ev_early["frechet/full"] and ev_early["frechet/few"]:
@@ -1063,7 +1068,9 @@ def render(res: dict[str, dict], bench: Bench, meta: dict[str, Any]) -> str:
         f"when the unguarded mean rho is below {RHO_TOLERANCE:g} (nothing to rescale); otherwise it holds when "
         "rescaling improves neither the reward nor any quality measure. (5) holds when the guarded LoRA's "
         "FD beats the early-stopped checkpoint's at full and few steps, and says so when early stopping "
-        "beats the guarded run instead.",
+        f"beats the guarded run instead; it needs at least {MIN_EARLY_SEEDS} seeds where the unguarded run "
+        "reached the guarded reward before its last checkpoint (added after the first full run, where one "
+        "cell had a single such seed), otherwise it is n/a.",
         "",
     ]
     return "\n".join(lines)

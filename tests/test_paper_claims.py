@@ -190,3 +190,22 @@ def test_the_defaults_rule_takes_the_paper_form_within_the_best_settings_spread(
     )
     assert (best, paper, default) == (squared, p2, False)
     assert pc.Guard.from_name(p2.name) == p2 and pc.Guard.from_name("off") == pc.OFF
+
+
+def test_early_stopping_with_one_comparable_seed_is_no_verdict():
+    """'At every seed' over the one seed where the unguarded run reached the guarded reward is a coin flip."""
+    c = cell(
+        1.06,
+        1.0,
+        base=(0.2, 0.9, 5.0),
+        off=(0.6, 0.5, 80.0),
+        on=(0.5, 0.57, 40.0),
+        rescaled=(0.6, 0.5, 80.0),
+        early=(0.5, 0.5, 76.0),
+        early_it=(None, None, 35),
+    )
+    for key in [k for k in c.q if k.startswith("early/")]:
+        c.q[key][:2] = [float("nan")] * 2
+    v5 = pc.verdicts(c)["5"]
+    assert v5.startswith("n/a: 1 of 3 seeds comparable") and "+36.0" in v5
+    assert "at 2 seed(s) the unguarded run never reached the guarded reward" in v5
