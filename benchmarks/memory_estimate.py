@@ -27,26 +27,17 @@ from __future__ import annotations
 import argparse
 import re
 import time
-import weakref
-from collections.abc import Iterable
 
 import torch
 from diffusers.hooks.layerwise_casting import DEFAULT_SKIP_MODULES_PATTERN
+from memory_count import ATTENTION, GIB, LiveBytes, inputs, make_fake, nft_iteration
 from real_arch import build
 from torch import nn
 from torch._subclasses.fake_tensor import FakeTensorMode
-from torch.nn.attention import SDPBackend, sdpa_kernel
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_leaves
-from torch.utils.weak import WeakIdKeyDictionary
+from torch.nn.attention import sdpa_kernel
 
 from normguard.trainer.backends.diffusers import DiffusersBackend
-from normguard.trainer.config import TrainConfig
-from normguard.trainer.methods import NFT
-from normguard.trainer.old_policy import OldPolicy
-from normguard.trainer.penalty import normguard_penalty
 
-GIB = 2**30
 CAST_LAYERS = (
     nn.Linear,
     nn.Conv1d,
@@ -56,60 +47,6 @@ CAST_LAYERS = (
     nn.ConvTranspose2d,
     nn.ConvTranspose3d,
 )
-ATTENTION = [SDPBackend.FLASH_ATTENTION]  # what diffusers gets on an H100: no attention matrix is kept
-
-
-class LiveBytes(TorchDispatchMode):
-    """Bytes of all tensor storages alive (counted once per storage, views included) and their peak.
-
-    A storage is counted when an op first returns it (or when `add` is given it) and uncounted when
-    it is freed: torch keeps a storage's Python object alive as long as the storage, so a weakref
-    finalizer fires exactly when the memory would be released, also for tensors autograd saved."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.now = self.peak = 0
-        self._seen: WeakIdKeyDictionary = WeakIdKeyDictionary()
-
-    def add(self, tensors: Iterable[torch.Tensor]) -> None:
-        for t in tensors:
-            self._count(t.untyped_storage())
-
-    def reset_peak(self) -> None:
-        self.peak = self.now
-
-    def _count(self, storage: torch.UntypedStorage) -> None:
-        if storage in self._seen:
-            return
-        n = storage.nbytes()
-        self._seen[storage] = n
-        self.now += n
-        self.peak = max(self.peak, self.now)
-        weakref.finalize(storage, self._free, n)
-
-    def _free(self, n: int) -> None:
-        self.now -= n
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        for t in tree_leaves(out):
-            if isinstance(t, torch.Tensor):
-                self._count(t.untyped_storage())
-        return out
-
-
-def make_fake(modules: Iterable[nn.Module], mode: FakeTensorMode) -> None:
-    """Give every parameter and buffer of `modules` (built on the meta device) a fake CPU tensor of its
-    shape and dtype. New Parameter objects: torch refuses to swap a fake tensor into an existing one."""
-    with mode:
-        for module in modules:
-            for m in module.modules():
-                for k, p in m._parameters.items():
-                    if p is not None:
-                        m._parameters[k] = nn.Parameter(torch.empty(p.shape, dtype=p.dtype), p.requires_grad)
-                for k, b in m._buffers.items():
-                    if b is not None:
-                        m._buffers[k] = torch.empty(b.shape, dtype=b.dtype)
 
 
 def fp8_storage(module: nn.Module, skip: tuple[str, ...], prefix: str = "") -> None:
@@ -122,6 +59,7 @@ def fp8_storage(module: nn.Module, skip: tuple[str, ...], prefix: str = "") -> N
     if isinstance(module, CAST_LAYERS):
         stored = {k: p.to(torch.float8_e4m3fn) for k, p in module._parameters.items() if p is not None}
         module._parameters.update(stored)
+        module.fp8_stored = stored  # what stream_blocks moves
 
         def cast(m: nn.Module, args: tuple) -> None:
             m._parameters.update({k: p.to(torch.bfloat16) for k, p in stored.items()})
@@ -136,10 +74,59 @@ def fp8_storage(module: nn.Module, skip: tuple[str, ...], prefix: str = "") -> N
         fp8_storage(child, skip, f"{prefix}.{name}" if prefix else name)
 
 
+def stream_blocks(module: nn.Module) -> None:
+    """The `offload` setting's memory behaviour (trainer/backends/offload.py, diffusers' block-level
+    group offloading narrowed to frozen weights), in a form fake tensors allow: each transformer
+    block's frozen weights (as stored: fp8 where fp8_storage applies) are host placeholders on the meta
+    device (not counted), replaced by fresh device tensors when the block starts and by placeholders
+    again when it ends; a device copy lives on while autograd holds it, as with diffusers' `.data`
+    swaps. Checkpointing's recomputation calls the block again, so its weights come back for backward.
+    The modules outside the blocks stay loaded (diffusers loads them for each transformer call)."""
+
+    def slots(block: nn.Module) -> list[tuple[dict, str]]:
+        out = []
+        for m in block.modules():
+            store = getattr(m, "fp8_stored", None)
+            if store is not None:
+                out += [(store, k) for k in store]
+            else:
+                out += [
+                    (m._parameters, k)
+                    for k, p in m._parameters.items()
+                    if p is not None and not p.requires_grad
+                ]
+            out += [(m._buffers, k) for k, b in m._buffers.items() if b is not None]
+        return out
+
+    def place(block: nn.Module, device: str) -> None:
+        for store, k in block.stream_slots:
+            t = store[k]
+            store[k] = torch.empty(t.shape, dtype=t.dtype, device=device)
+        for m in block.modules():
+            if getattr(m, "fp8_stored", None) is not None:
+                m._parameters.update(m.fp8_stored)
+
+    for child in module.children():
+        if isinstance(child, (nn.ModuleList, nn.Sequential)):
+            for block in child:
+                block.stream_slots = slots(block)
+                place(block, "meta")
+                block.register_forward_pre_hook(lambda b, args: place(b, "cpu"))
+                block.register_forward_hook(lambda b, args, out: place(b, "meta"))
+
+
 def fake_backend(
-    family: str, *, rank: int, checkpointing: bool, fp8: bool, mode: FakeTensorMode, tiny: bool = False
+    family: str,
+    *,
+    rank: int,
+    checkpointing: bool,
+    fp8: bool,
+    mode: FakeTensorMode,
+    tiny: bool = False,
+    offload: bool = False,
 ) -> DiffusersBackend:
-    """The real_arch model with our LoRA (and fp8 storage, checkpointing) as the trainer sets it up."""
+    """The real_arch model with our LoRA (and fp8 storage, checkpointing, block streaming) as the
+    trainer sets it up."""
     backend = build(family, torch.device("meta"), torch.bfloat16, tiny=tiny)
     backend.add_lora(rank=rank, alpha=rank)
     if checkpointing:
@@ -148,20 +135,11 @@ def fake_backend(
     if fp8:  # what backend.store_base_in_fp8() does, in a form fake tensors allow
         with mode:
             fp8_storage(backend.module, (*DEFAULT_SKIP_MODULES_PATTERN, "lora_A", "lora_B"))
+    if offload:
+        with mode:
+            stream_blocks(backend.module)
     backend.device = torch.device("cpu")
     return backend
-
-
-def trainable(backend: DiffusersBackend) -> dict[str, nn.Parameter]:
-    """The adapter's parameters as they are now (make_fake replaced the ones add_lora recorded)."""
-    return {n: p for n, p in backend.module.named_parameters() if p.requires_grad}
-
-
-def inputs(backend: DiffusersBackend, batch: int, size: int) -> tuple[torch.Tensor, torch.Tensor, dict]:
-    """Latents, sigmas and text conditioning of the real shapes (encoders offloaded: only their output)."""
-    x = torch.randn(batch, *backend.latent_shape(size, size), dtype=torch.bfloat16)
-    cond = backend.encode_prompts([f"prompt {i}" for i in range(batch)])
-    return x, torch.full((batch,), 0.5), cond
 
 
 def train_step_gib(backend: DiffusersBackend, batch: int, size: int, counter: LiveBytes) -> float:
@@ -173,44 +151,6 @@ def train_step_gib(backend: DiffusersBackend, batch: int, size: int, counter: Li
         v = backend.velocity(x, sigma, cond)
         v.float().square().mean().backward()
     return counter.peak / GIB
-
-
-def nft_iteration(
-    backend: DiffusersBackend, group: int, micro: int, decode: int, size: int, counter: LiveBytes
-) -> dict:
-    """Peak of each phase of one NFT iteration (with NormGuard), and the static memory under them."""
-    named = trainable(backend)
-    counter.add(
-        p for m in (backend.pipe.transformer, backend.pipe.vae) for p in [*m.parameters(), *m.buffers()]
-    )
-    out = {}
-    with counter, sdpa_kernel(ATTENTION):
-        optimizer_state = [torch.zeros_like(p) for p in named.values() for _ in range(2)]  # AdamW: m and v
-        old = OldPolicy(named, rate=0.0, ceiling=0.0)  # its copy of the adapter; gradients are set to None
-        out["static"] = counter.now / GIB
-        x, sigma, cond = inputs(backend, group, size)
-        counter.reset_peak()
-        with torch.no_grad(), old.swapped_in(), backend.sampling():  # NFT samples with the old policy
-            backend.velocity(x, sigma, cond)
-        out["rollout"] = counter.peak / GIB
-        counter.reset_peak()
-        with torch.no_grad():
-            backend.decode(x[:decode])
-        out["decode"] = counter.peak / GIB
-        counter.reset_peak()
-        b = {"x_t": x[:micro], "x0": x[:micro], "sigma": sigma[:micro], "adv": torch.zeros(micro)}
-        b["cond"] = {k: v[:micro] for k, v in cond.items()}
-        with torch.no_grad():
-            with old.swapped_in():
-                v_old = backend.velocity(b["x_t"], b["sigma"], b["cond"])
-            with backend.reference():
-                v_ref = backend.velocity(b["x_t"], b["sigma"], b["cond"])
-        v = backend.velocity(b["x_t"], b["sigma"], b["cond"])
-        loss, _ = NFT(TrainConfig()).loss(b, v, v_ref, v_old)
-        (loss + normguard_penalty(v, v_ref)).backward()
-        out["train"] = counter.peak / GIB
-        del optimizer_state, old
-    return out
 
 
 # ANCHORS.md, one H100 (bf16, 512 px, diffusers + peft LoRA r32): peak of one forward+backward
@@ -240,6 +180,11 @@ def main() -> None:
         action="store_true",
         help="the smallest settings without offloading (fp8 base, micro-batch 1, decode 1) for 24/16/12 GB",
     )
+    ap.add_argument(
+        "--offload",
+        action="store_true",
+        help="the low-VRAM settings with the `offload` setting (block streaming)",
+    )
     args = ap.parse_args()
     ckpt = not args.no_checkpointing
     families = ["sd3"] if args.skip_flux else ["sd3", "flux"]
@@ -266,24 +211,36 @@ def main() -> None:
         args.decode_batch_size = args.decode_batch_size or 1
         runs = [("sd3", (8, 2), False, 12), ("sd3", (8, 1), True, 12)]
         runs += [("flux", (4, 1), True, 16), ("flux", (2, 1), True, 12)] if "flux" in families else []
+    runs = [(*r, False) for r in runs]
+    if args.offload:  # block streaming: the frozen blocks leave; the rest of the static memory stays
+        args.decode_batch_size = args.decode_batch_size or 1
+        runs = [("sd3", (8, 1), False, 12, True)]
+        runs += (
+            [("flux", (4, 1), True, 12, True), ("flux", (4, 1), False, 12, True)]
+            if "flux" in families
+            else []
+        )
     print(
         f"\nOne NFT iteration with NormGuard, {args.size} px, LoRA r{args.rank}, "
         f"gradient checkpointing {'on' if ckpt else 'off'} (GiB)"
     )
     print(
-        f"{'model':14} {'group':>5} {'micro':>5} {'fp8':>4} {'static':>7} {'rollout':>8} {'decode':>7} {'train':>6} {'peak':>6} target"
+        f"{'model':14} {'group':>5} {'micro':>5} {'fp8':>4} {'offload':>7} {'static':>7} {'rollout':>8} {'decode':>7} {'train':>6} {'peak':>6} target"
     )
-    for family, (group, micro), fp8, target in runs:
+    for family, (group, micro), fp8, target, offload in runs:
         group = args.group_size or group
         micro = min(args.micro_batch_size or micro, group)
         shape = dict(group=group, micro=micro, decode=min(args.decode_batch_size or group, group))
         mode = FakeTensorMode()
-        backend = fake_backend(family, rank=args.rank, checkpointing=ckpt, fp8=fp8, mode=mode)
+        backend = fake_backend(
+            family, rank=args.rank, checkpointing=ckpt, fp8=fp8, mode=mode, offload=offload
+        )
         with mode:
-            r = nft_iteration(backend, size=args.size, counter=LiveBytes(), **shape)
+            resident = (backend.pipe.transformer, backend.pipe.vae)  # what is on the device (cpu) counts
+            r = nft_iteration(backend, resident, size=args.size, counter=LiveBytes("cpu"), **shape)
         peak = max(r["rollout"], r["decode"], r["train"])
         print(
-            f"{NAMES[family]:14} {shape['group']:5} {shape['micro']:5} {fp8!s:>4} {r['static']:7.1f} "
+            f"{NAMES[family]:14} {shape['group']:5} {shape['micro']:5} {fp8!s:>4} {offload!s:>7} {r['static']:7.1f} "
             f"{r['rollout']:8.1f} {r['decode']:7.1f} {r['train']:6.1f} {peak:6.1f} <= {target}"
         )
         del backend

@@ -1,7 +1,10 @@
 """benchmarks/memory_estimate.py: its byte counter is exact on real tensors, and fake tensors (no data)
 count what real ones do, so its figures at the real architectures are what a GPU would allocate."""
 
+import os
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -10,7 +13,8 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from memory_estimate import LiveBytes, fake_backend, train_step_gib  # noqa: E402
+from memory_count import LiveBytes  # noqa: E402
+from memory_estimate import fake_backend, train_step_gib  # noqa: E402
 from real_arch import build  # noqa: E402
 
 MB = 2**20
@@ -59,3 +63,22 @@ def test_fake_tensors_count_the_bytes_real_ones_use(checkpointing):
     with mode:
         fake_peak = train_step_gib(fake, 2, 128, LiveBytes())
     assert real_peak > 0 and fake_peak == pytest.approx(real_peak, rel=1e-6)
+
+
+def test_comfyui_estimate_runs_through_the_comfy_backend():
+    """benchmarks/memory_comfy.py --tiny: ComfyUI's own model classes, our ComfyBackend, fake tensors."""
+    comfy, python = os.environ.get("COMFYUI_PATH"), os.environ.get("COMFYUI_PYTHON")
+    if not (comfy and python):
+        pytest.skip("needs a ComfyUI checkout: set COMFYUI_PATH and COMFYUI_PYTHON (CI has no ComfyUI)")
+    with tempfile.TemporaryDirectory() as parent:
+        (Path(parent) / "normguard").symlink_to(ROOT, target_is_directory=True)
+        env = {**os.environ, "PYTHONPATH": parent, "COMFYUI_PATH": comfy}
+        proc = subprocess.run(
+            [python, str(ROOT / "benchmarks" / "memory_comfy.py"), "--tiny"],
+            capture_output=True, text=True, timeout=1800, env=env, cwd=ROOT / "benchmarks",
+        )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = {line.split()[0]: line.split() for line in proc.stdout.splitlines() if line.split()}
+    for name in ("SD3.5-Medium", "FLUX.1-dev", "Z-Image"):
+        static, train = float(rows[name][5]), float(rows[name][8])
+        assert 0 < static < train, rows[name]  # tiny models: the counts are small but not zero

@@ -66,6 +66,11 @@ class TrainConfig:
         False, "store the frozen base weights in float8 (about half the memory; ~1.1x slower)"
     )
     offload_text_encoders: bool = setting(True, "move text encoders to the CPU once the prompts are encoded")
+    offload: bool = setting(
+        False,
+        "keep the frozen transformer blocks in CPU memory and stream them in one block at a time "
+        "(diffusers backend, one process, needs gradient_checkpointing): least VRAM, slower",
+    )
     decode_batch_size: int = setting(
         8, "images the VAE decodes at once (lower saves memory)", min=1, max=1024
     )
@@ -341,6 +346,11 @@ def _cross_checks(c: TrainConfig) -> list[tuple[bool, str]]:
         (
             c.normguard_form != "paper" or c.normguard_margin == 0,
             "normguard_form 'paper' has no margin: set normguard_margin to 0 (or use form 'linear')",
+        ),
+        (
+            not c.offload or c.gradient_checkpointing,
+            "offload needs gradient_checkpointing: without it autograd keeps every block's weights on the "
+            "device until backward, so streaming them saves nothing",
         ),
         (bool(c.rewards), "no reward: name at least one (--reward NAME or `rewards:` in the config)"),
         (not unknown, f"unknown reward {(unknown or [''])[0]!r}; available: {', '.join(sorted(REGISTRY))}"),

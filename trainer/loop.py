@@ -59,6 +59,10 @@ class Trainer:
         self.fsdp = uses_fsdp(self.acc)
         self.local_groups, self.device = process_share(cfg, self.acc)
         self.run_dir = shared_run_dir(cfg, self.acc, new_run)
+        if cfg.offload and self.acc.num_processes > 1:
+            raise ValueError(
+                "offload: single-process runs only (DDP and FSDP keep every weight on the device)"
+            )
         self.backend = load_trainable(cfg, self.device, backend)
         self.rewards = rewards or build_rewards(
             cfg.rewards, cfg.reward_device or self.device, cfg.reward_normalize_each

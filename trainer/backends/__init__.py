@@ -71,4 +71,6 @@ def load_trainable(cfg: TrainConfig, device: torch.device, backend: FlowBackend 
         backend.load_lora_state_dict(load_file(cfg.init_lora), f"init_lora {cfg.init_lora}")
     if cfg.fp8_base:  # after add_lora: the adapter's layers exist, so fp8 storage can leave them out
         backend.store_base_in_fp8()
+    if cfg.offload:  # after fp8: the blocks move as stored
+        backend.offload_frozen_blocks()
     return backend

@@ -198,6 +198,12 @@ class FlowBackend(ABC):
         """Keep the frozen base weights in float8 (computed in self.dtype): about half the memory."""
         raise NotImplementedError(f"the {self.name} backend cannot store its base weights in fp8")
 
+    def offload_frozen_blocks(self) -> None:
+        """Keep the frozen transformer blocks in host memory, streamed in per block (`offload`)."""
+        raise ValueError(
+            f"offload: the {self.name} backend cannot stream its blocks (the diffusers backend can)"
+        )
+
     def offload_text_encoders(self) -> None:
         """Move text encoders off the accelerator once the prompts are encoded (embeddings are cached)."""
         return None

@@ -22,6 +22,7 @@ from torch import nn
 from ..dtypes import resolve_dtype
 from ..families import DiffusersAdapter, adapter_for_pipeline
 from .base import Cond, check_image_size, check_prompts, check_steps
+from .offload import offload_frozen_blocks
 from .peft_lora import PeftLoraBackend
 
 MODEL_INDEX = "model_index.json"
@@ -218,6 +219,11 @@ class DiffusersBackend(PeftLoraBackend):
             compute_dtype=self.dtype,
             skip_modules_pattern=(*DEFAULT_SKIP_MODULES_PATTERN, "lora_A", "lora_B"),
         )
+
+    def offload_frozen_blocks(self) -> None:
+        """The frozen transformer blocks in CPU memory, streamed in one block at a time (offload.py);
+        after add_lora and fp8 storage, so the adapter stays on the device and blocks move as stored."""
+        offload_frozen_blocks(self.pipe.transformer, self.device)
 
     def default_size(self) -> tuple[int, int]:
         side = self.adapter.native_resolution

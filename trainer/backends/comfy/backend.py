@@ -55,6 +55,24 @@ log = logging.getLogger("normguard")
 GROUP_KEY = "normguard_group"  # per row: its index into ComfyBackend._groups
 
 
+def check_fully_loaded(patcher: Any) -> None:
+    """Refuse ComfyUI's partial ("lowvram") loading. Its offloaded layers are cast to the GPU per call
+    into one reused buffer per CUDA stream (model_management.get_cast_buffer), which the next layer
+    overwrites while autograd still holds the previous weight for backward; ComfyUI's own
+    TrainLoraNode needs a per-layer recomputing autograd function for it (nodes_train.py)."""
+    if not getattr(patcher.model, "model_lowvram", False):
+        return
+    gib = 2**30
+    raise ValueError(
+        f"NormGuard: ComfyUI loaded only {patcher.loaded_size() / gib:.1f} of the model's "
+        f'{patcher.model_size() / gib:.1f} GiB onto {patcher.load_device} (partial "lowvram" loading), '
+        "and training through partially loaded weights is not supported. Make it fit: load the model "
+        "with UNETLoader's weight_dtype fp8_e4m3fn, lower group_size (trainer node) and "
+        "micro_batch_size (options node), or close other GPU programs. "
+        "docs/benchmarks.md lists the memory each family needs."
+    )
+
+
 # --- the backend -----------------------------------------------------------------------------------
 
 
@@ -263,6 +281,7 @@ class ComfyBackend(FlowBackend):
             mm.load_models_gpu(
                 [self.patcher], memory_required=self.patcher.memory_required([2 * rows, c, h, w])
             )
+        check_fully_loaded(self.patcher)
         self._loaded = True
 
     def _max_rows(self, x: torch.Tensor) -> int:
@@ -388,6 +407,13 @@ class ComfyBackend(FlowBackend):
         raise ValueError(
             "fp8_base: in ComfyUI the loader decides the weight storage; load the model with UNETLoader's "
             "weight_dtype fp8_e4m3fn (training computes in the model's compute dtype)"
+        )
+
+    def offload_frozen_blocks(self) -> None:
+        raise ValueError(
+            "offload: in ComfyUI the weights' placement is ComfyUI's (model_management); the trainer needs "
+            "the model fully loaded (partial loading is refused), so lower its memory with fp8 weights and "
+            "smaller batches instead"
         )
 
     def release(self) -> None:

@@ -159,12 +159,19 @@ def patcher_injection(patches: Sequence[ForwardPatch]) -> Any:
     return PatcherInjection(inject=inject, eject=eject)
 
 
+BLOCK_LISTS = (
+    "block",
+    "layers",
+    "refiner",
+)  # *blocks (SD3, FLUX, Qwen), layers (Z-Image, AuraFlow), *refiner
+
+
 def checkpoint_patches(diffusion_model: nn.Module) -> list[ForwardPatch]:
-    """Gradient checkpointing of every transformer block (children of *blocks ModuleLists)."""
+    """Gradient checkpointing of every transformer block (children of the model's block ModuleLists)."""
     return [
         _CheckpointPatch(block)
         for name, child in diffusion_model.named_children()
-        if isinstance(child, nn.ModuleList) and "block" in name
+        if isinstance(child, nn.ModuleList) and any(k in name for k in BLOCK_LISTS)
         for block in child
     ]
 
