@@ -138,6 +138,7 @@ def fake_backend(
     if offload:
         with mode:
             stream_blocks(backend.module)
+        backend.streamed = True  # what offload_frozen_blocks sets: full recomputation, post-hooks included
     backend.device = torch.device("cpu")
     return backend
 

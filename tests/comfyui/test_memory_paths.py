@@ -46,7 +46,9 @@ def partial_load(comfy: dict) -> dict:
 
 def zimage_checkpointing(comfy: dict) -> dict:
     import torch
-    from kit_families import ZIMAGE_UNET
+    from family_specs import SPECS
+
+    ZIMAGE_UNET = SPECS["zimage"].unet
 
     from normguard.trainer.backends.comfy.backend import ComfyBackend
     from normguard.trainer.backends.comfy.patching import checkpoint_patches

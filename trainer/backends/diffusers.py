@@ -224,6 +224,7 @@ class DiffusersBackend(PeftLoraBackend):
         """The frozen transformer blocks in CPU memory, streamed in one block at a time (offload.py);
         after add_lora and fp8 storage, so the adapter stays on the device and blocks move as stored."""
         offload_frozen_blocks(self.pipe.transformer, self.device)
+        self.streamed = True
 
     def default_size(self) -> tuple[int, int]:
         side = self.adapter.native_resolution
@@ -266,8 +267,15 @@ class DiffusersBackend(PeftLoraBackend):
         return self.adapter.encode_images(images * 2 - 1).to(self.dtype)
 
     # --- the model ----------------------------------------------------------------------------
+    streamed = False  # offload_frozen_blocks was called
+
     def _forward(self, module: nn.Module, x: torch.Tensor, sigma: torch.Tensor, cond: Cond) -> torch.Tensor:
-        return self.adapter.predict(module, x.to(self.dtype), sigma, cond, self.guidance)
+        if not self.streamed:
+            return self.adapter.predict(module, x.to(self.dtype), sigma, cond, self.guidance)
+        # checkpointing stops a block's recomputation once backward has what it needs, before the block's
+        # post-forward hook would send its weights back: every block would stay on the device
+        with torch.utils.checkpoint.set_checkpoint_early_stop(False):
+            return self.adapter.predict(module, x.to(self.dtype), sigma, cond, self.guidance)
 
     def step_distilled(self) -> bool:
         return self.adapter.step_distilled

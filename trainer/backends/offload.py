@@ -4,7 +4,9 @@ diffusers' group offloading (diffusers.hooks.apply_group_offloading, block level
 transformer block's weights live in host memory and are copied to the device just before the block
 runs and dropped right after, so the device holds one block's weights at a time (plus the modules
 outside the blocks, which stay loaded while the transformer runs). Gradient checkpointing re-runs a
-block through the same hooks in backward, so its weights are copied in again there.
+block through the same hooks in backward, so its weights are copied in again there; the backend turns
+off checkpointing's early stop, which would end the recomputation before the hook that sends the
+weights back (DiffusersBackend._forward).
 
 Two things diffusers does not do for training, done here:
 - the adapter stays on the device. diffusers moves whole blocks (`block.to()`), which would move the
