@@ -45,6 +45,8 @@ NODE_KEYS = {
     "normguard_weight", "iterations", "group_size", "sample_steps", "cfg_scale", "width", "height", "lora_rank",
     "lr", "seed",
 }  # fmt: skip
+# the trainer node's inputs named otherwise than their TrainConfig key (saved workflows name them)
+RENAMED_INPUTS = {"cfg": "cfg_scale", "learning_rate": "lr"}
 BACKEND_KEYS = ("lora_format",)  # options for the ComfyUI backend, not TrainConfig keys
 # keys naming files: from a workflow only through inputs that list ComfyUI's folders
 FILE_KEYS = {"prompts_file", "eval_prompts_file", "init_lora", "monitor_rewards"}
@@ -269,10 +271,8 @@ class NormGuardTrainLoRA(io.ComfyNode):
         )
 
     @classmethod
-    def execute(
-        cls, model, clip, vae, reward, prompts, method, normguard_weight, iterations, group_size, sample_steps,
-        cfg, width, height, lora_rank, learning_rate, seed, lora_name, options=None,
-    ) -> io.NodeOutput:  # fmt: skip
+    def execute(cls, model, clip, vae, reward, prompts, lora_name, options=None, **widgets) -> io.NodeOutput:
+        """`widgets`: the inputs that are TrainConfig keys, by input name (see RENAMED_INPUTS)."""
         import comfy.model_management as mm
         import folder_paths
 
@@ -298,18 +298,8 @@ class NormGuardTrainLoRA(io.ComfyNode):
             device=str(device),
             prompts=prompt_list,
             rewards=[dataclasses.asdict(s) for s in reward],
-            method=method,
-            normguard_weight=normguard_weight,
-            iterations=iterations,
-            group_size=group_size,
-            sample_steps=sample_steps,
-            cfg_scale=cfg,
-            width=width,
-            height=height,
-            lora_rank=lora_rank,
-            lr=learning_rate,
-            seed=seed,
             lora_name=name,
+            **{RENAMED_INPUTS.get(k, k): v for k, v in widgets.items()},
         )
         base = Path(folder_paths.get_output_directory()) / RUNS_SUBDIR / name
         run_dir, new_run = find_run_dir(base, config)
@@ -322,8 +312,8 @@ class NormGuardTrainLoRA(io.ComfyNode):
                     model,
                     clip,
                     vae,
-                    height=height,
-                    width=width,
+                    height=config.height,
+                    width=config.width,
                     prompts=prompt_list,
                     guidance=config.guidance,
                     gradient_checkpointing=config.gradient_checkpointing,
