@@ -37,6 +37,6 @@ def test_every_config_key_is_documented():
 def test_every_node_is_in_the_node_list():
     sources = "".join(p.read_text() for p in (ROOT / "nodes").glob("*.py"))
     node_ids = set(re.findall(r'node_id="(NormGuard\w+)"', sources))
-    assert len(node_ids) >= 8, "the node ids are no longer declared as node_id=\"...\" literals"
+    assert len(node_ids) >= 8, 'the node ids are no longer declared as node_id="..." literals'
     missing = sorted(i for i in node_ids if f"(`{i}`" not in section("Nodes"))
     assert not missing, f"README 'Nodes' lacks {missing}"
