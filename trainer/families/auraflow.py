@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import torch
 
-from .base import JOINT_ATTENTION_TARGETS, DiffusersAdapter, Family
+from .base import DiffusersAdapter, Family
 
 FAMILY = Family(
     name="auraflow",
     title="AuraFlow",
     pipelines=("AuraFlowPipeline",),
     comfy_models=("AuraFlow",),
-    # the joint-attention projections of both streams (AuraFlow's diffusers names), as for SD3
-    lora_targets=JOINT_ATTENTION_TARGETS,
     # AuraFlow's original names (ComfyUI's): every attention projection, as the diffusers targets (joint
     # layers: w1* the text stream = add_*/to_add_out, w2* the image one; single layers: w1*)
     comfy_targets=tuple(f"attn.w{s}{p}" for s in "12" for p in "qkvo"),
-    targets_from="SimpleTuner / diffusers SD3 script (joint attention)",
+    targets_from="SimpleTuner / diffusers SD3 script (joint attention)",  # both streams, AuraFlow's names
 )
 
 

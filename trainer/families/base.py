@@ -30,16 +30,21 @@ ATTENTION_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
 JOINT_ATTENTION_TARGETS = (*ATTENTION_TARGETS, "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out")
 
 
+# Why JOINT_ATTENTION_TARGETS are the default targets of a family that states none.
+JOINT_TARGETS_FROM = "joint attention, as diffusers' SD3/FLUX DreamBooth LoRA scripts"
+
+
 @dataclass(frozen=True)
 class Family:
-    """Facts about one model family, shared by the diffusers and the ComfyUI backend."""
+    """Facts about one model family, shared by the diffusers and the ComfyUI backend. A descriptor states
+    what sets its family apart; the defaults are what the joint-attention (MMDiT) families share."""
 
     name: str  # short id, e.g. "zimage"
     title: str  # what users call it, e.g. "Z-Image / Z-Image-Turbo"
     pipelines: tuple[str, ...]  # diffusers text-to-image pipeline classes it trains
     comfy_models: tuple[str, ...]  # comfy.supported_models classes of the family
-    lora_targets: tuple[str, ...]  # default peft target_modules (diffusers module names)
-    targets_from: str  # whose defaults these are (the popular trainer followed)
+    lora_targets: tuple[str, ...] = JOINT_ATTENTION_TARGETS  # default peft target_modules (diffusers names)
+    targets_from: str = JOINT_TARGETS_FROM  # whose defaults these are (the popular trainer followed)
     refused_pipelines: tuple[str, ...] = ()  # same family, but needs an image input (edit, inpaint, ...)
     # default LoRA targets in ComfyUI's module names (suffixes, as peft matches them): the same layers as
     # lora_targets; empty: every attention Linear of the ComfyUI model

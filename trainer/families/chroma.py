@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import JOINT_ATTENTION_TARGETS, DiffusersAdapter, Family, pipeline_timestep
+from .base import DiffusersAdapter, Family, pipeline_timestep
 from .flux import FAMILY as FLUX
 from .flux import latent_image_ids, pack_latents, unpack_latents
 
@@ -13,9 +13,8 @@ FAMILY = Family(
     title="Chroma",
     pipelines=("ChromaPipeline",),
     comfy_models=("Chroma",),
-    # FLUX's attention targets (ai-toolkit's Chroma config trains the same transformer blocks)
-    lora_targets=JOINT_ATTENTION_TARGETS,
     comfy_targets=FLUX.comfy_targets,  # Chroma's blocks are FLUX.1's (ComfyUI fuses q/k/v)
+    # FLUX's attention targets (ai-toolkit's Chroma config trains the same transformer blocks)
     targets_from="diffusers train_dreambooth_lora_flux.py (same blocks)",
     refused_pipelines=("ChromaImg2ImgPipeline", "ChromaInpaintPipeline"),
     notes="T5 attention mask: all but the first padding token masked",

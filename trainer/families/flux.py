@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import JOINT_ATTENTION_TARGETS, DiffusersAdapter, Family, pipeline_timestep
+from .base import DiffusersAdapter, Family, pipeline_timestep
 
 FAMILY = Family(
     name="flux",
@@ -14,7 +14,6 @@ FAMILY = Family(
     comfy_targets=("img_attn.qkv", "img_attn.proj", "txt_attn.qkv", "txt_attn.proj", "linear1", "linear2"),
     # diffusers' train_dreambooth_lora_flux.py default (ai-toolkit also targets every Linear of the
     # blocks); the names cover the double blocks' both streams and the single blocks' to_q/k/v
-    lora_targets=JOINT_ATTENTION_TARGETS,
     targets_from="diffusers train_dreambooth_lora_flux.py",
     refused_pipelines=(
         "FluxImg2ImgPipeline",

@@ -9,16 +9,14 @@ import numpy as np
 import torch
 import torch.utils.checkpoint
 
-from .base import JOINT_ATTENTION_TARGETS, DiffusersAdapter, Family
+from .base import DiffusersAdapter, Family
 
 FAMILY = Family(
     name="hunyuanimage",
     title="HunyuanImage 2.1",
     pipelines=("HunyuanImagePipeline",),
     comfy_models=("HunyuanImage21",),
-    # the attention projections of both streams (as for the other MMDiTs; no reference trainer default)
-    lora_targets=JOINT_ATTENTION_TARGETS,
-    targets_from="joint attention, as SD3/FLUX (no trainer default published)",
+    # the default targets: both streams' attention, as for the other MMDiTs (no trainer default published)
     refused_pipelines=("HunyuanImageRefinerPipeline",),
     notes="byT5 glyph embeddings for quoted text; the meanflow-distilled variant is refused",
 )

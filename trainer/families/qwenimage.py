@@ -13,7 +13,7 @@ FAMILY = Family(
     pipelines=("QwenImagePipeline",),
     comfy_models=("QwenImage",),
     lora_targets=ATTENTION_TARGETS,
-    comfy_targets=("attn.to_q", "attn.to_k", "attn.to_v", "attn.to_out.0"),  # ComfyUI keeps diffusers' names
+    comfy_targets=tuple(f"attn.{t}" for t in ATTENTION_TARGETS),  # ComfyUI keeps diffusers' names
     targets_from="diffusers train_dreambooth_lora_qwen_image.py",
     refused_pipelines=(
         "QwenImageEditPipeline",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import JOINT_ATTENTION_TARGETS, DiffusersAdapter, Family, calculate_shift
+from .base import DiffusersAdapter, Family, calculate_shift
 
 FAMILY = Family(
     name="sd3",
@@ -14,7 +14,6 @@ FAMILY = Family(
     comfy_targets=("attn.qkv", "attn.proj", "attn2.qkv", "attn2.proj"),  # the joint blocks' attention
     # diffusers' train_dreambooth_lora_sd3.py: the joint attention of both streams (these names also
     # match SD3.5-Medium's second attention, attn2)
-    lora_targets=JOINT_ATTENTION_TARGETS,
     targets_from="diffusers train_dreambooth_lora_sd3.py",
     refused_pipelines=(
         "StableDiffusion3Img2ImgPipeline",
