@@ -7,7 +7,7 @@ from pathlib import Path
 
 from comfy_api.latest import io
 
-from ..trainer.config import read_prompt_lines
+from ..trainer.prompt_files import read_prompt_lines
 
 EXTENSIONS = (".txt",)
 

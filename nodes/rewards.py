@@ -18,7 +18,7 @@ import torch
 from comfy_api.latest import io
 
 from ..trainer import rewards as reward_lib
-from ..trainer.config import read_prompt_lines
+from ..trainer.prompt_files import read_prompt_lines
 from .inputs import MAX_OPTIONS, capped
 from .messages import show_text
 from .types import RewardType, reward_specs

@@ -25,9 +25,10 @@ from ..trainer.backends.comfy import (
 )
 from ..trainer.callbacks import Callback
 from ..trainer.checkpoint import CONFIG_FILE, RunDir, config_differences
-from ..trainer.config import TrainConfig, canonical_keys, read_prompt_lines
+from ..trainer.config import TrainConfig, canonical_keys
 from ..trainer.files import json_safe, read_yaml
 from ..trainer.loop import Trainer
+from ..trainer.prompt_files import read_prompt_lines
 from ..trainer.rewards import build_rewards
 from ..trainer.trackers import installed_trackers
 from .inputs import MAX_EXTRA, MAX_PROMPTS, capped, plain_yaml

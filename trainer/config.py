@@ -24,11 +24,13 @@ from typing import Any
 import yaml
 
 from .dtypes import DTYPES
+from .prompt_files import read_prompt_file
 from .rewards import REGISTRY, RewardSpec
 from .settings import check_value, coerce_numbers, is_finite_number, listed, setting
 from .trackers import tracker_problem
 
 METHODS = ("nft", "awm", "dpo", "grpo")
+LOSS_WEIGHT = {"min": 0.0, "max": 1000.0}  # the range of a loss term's weight (0 turns the term off)
 
 # Keys that may change when a run is resumed (everything else must match the saved config).
 RESUMABLE_CHANGES = {
@@ -135,8 +137,7 @@ class TrainConfig:
     kl_weight: float = setting(
         0.0,
         "KL-to-reference weight (awm, grpo; reuses NormGuard's reference pass)",
-        min=0.0,
-        max=1000.0,
+        **LOSS_WEIGHT,
         step=0.001,
     )
     nft_beta: float = setting(1.0, "DiffusionNFT guidance strength beta", above=0.0, max=1e6)
@@ -144,8 +145,7 @@ class TrainConfig:
     nft_ema_max: float = setting(0.5, "old-policy EMA decay ceiling", min=0.0, max=1.0)
     awm_time_weight: str = setting(
         "uniform",
-        "AWM timestep weighting: 'uniform', 'sigma', or 'ghuber' (the AWM code's default: "
-        "sigma * mse^p / p, p = awm_ghuber_power)",
+        "AWM timestep weighting ('ghuber' is the AWM code's default: sigma * mse^p / p, p = awm_ghuber_power)",
         choices=("uniform", "sigma", "ghuber"),
     )
     awm_ghuber_power: float = setting(
@@ -160,8 +160,7 @@ class TrainConfig:
     awm_ema_kl_weight: float = setting(
         0.0,
         "AWM EMA-KL: weight of ||v - v_ema||^2 towards an EMA of the adapter (the AWM code uses 1; 0 = off)",
-        min=0.0,
-        max=1000.0,
+        **LOSS_WEIGHT,
     )
     awm_ema_max: float = setting(
         0.3,
@@ -193,8 +192,7 @@ class TrainConfig:
         0.03,
         "NormGuard penalty weight lambda (0 turns it off); about 0.03 for the 'paper' form, 10 for the relative "
         "'linear' and 'squared' hinges",
-        min=0.0,
-        max=1000.0,
+        **LOSS_WEIGHT,
         step=0.01,
     )
     normguard_form: str = setting(
@@ -305,10 +303,7 @@ class TrainConfig:
         """The prompt list: `prompts` plus the lines of `prompts_file`."""
         prompts = list(self.prompts)
         if self.prompts_file:
-            path = Path(self.prompts_file)
-            if not path.exists() or path.is_dir():  # exists(): pipes such as <(...) are fine
-                raise FileNotFoundError(f"prompts_file {path} does not exist")
-            prompts += read_prompt_lines(path.read_text(encoding="utf-8"))
+            prompts += read_prompt_file(self.prompts_file, "prompts_file")
         prompts = [p.strip() for p in prompts if p.strip()]
         if not prompts:
             raise ValueError("no prompts: give `prompts` in the config or a non-empty --prompts FILE")
@@ -318,10 +313,7 @@ class TrainConfig:
         """`eval_prompts` plus the lines of `eval_prompts_file`; the training prompts if both are empty."""
         prompts = list(self.eval_prompts)
         if self.eval_prompts_file:
-            path = Path(self.eval_prompts_file)
-            if not path.exists() or path.is_dir():
-                raise FileNotFoundError(f"eval_prompts_file {path} does not exist")
-            prompts += read_prompt_lines(path.read_text(encoding="utf-8"))
+            prompts += read_prompt_file(self.eval_prompts_file, "eval_prompts_file")
         return [p.strip() for p in prompts if p.strip()] or training
 
     def validate(self) -> None:
@@ -386,11 +378,6 @@ def config_fields(settings: Any) -> dict[str, Any]:
     None means "keep TrainConfig's default"."""
     keys = {f.name for f in fields(TrainConfig)}
     return {k: v for k, v in dataclasses.asdict(settings).items() if k in keys and v is not None}
-
-
-def read_prompt_lines(text: str) -> list[str]:
-    """One prompt per line; blank lines and lines starting with # are ignored."""
-    return [s for s in (line.strip() for line in text.splitlines()) if s and not s.startswith("#")]
 
 
 def _reward_spec(raw: Any) -> RewardSpec:
