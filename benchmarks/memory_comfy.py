@@ -213,7 +213,8 @@ def fake_backend(*args: Any, **kwargs: Any) -> Any:
       GPU memory);
     - one apply_model call for the whole batch: the row grouping reads group ids from the data
       (unique()), and every prompt here has the same token count, so there is one group."""
-    from normguard.trainer.backends.comfy.backend import GROUP_KEY, ComfyBackend
+    from normguard.trainer.backends.comfy.backend import ComfyBackend
+    from normguard.trainer.backends.comfy.conditioning import GROUP_KEY
     from normguard.trainer.backends.comfy.patching import training_mode
 
     class Fake(ComfyBackend):
@@ -221,7 +222,7 @@ def fake_backend(*args: Any, **kwargs: Any) -> Any:
             self.patcher.inject_model()
 
         def _apply(self, x: torch.Tensor, sigma: torch.Tensor, cond: dict, options: dict) -> torch.Tensor:
-            (constants, _lengths), *more = self._groups
+            (constants, _lengths), *more = self.conditioning.groups
             assert not more, "prompts of one token count make one group"
             inputs = {k: v for k, v in cond.items() if k != GROUP_KEY}
             with training_mode():

@@ -6,6 +6,7 @@ it imports `comfy` inside functions only, so importing it never needs ComfyUI.
 - lora.py: the LoRA adapter and its two file formats (why it is not comfy.weight_adapter's).
 - families.py: what is specific to a model family (default targets, architecture names, key maps).
 - identity.py: whether a MODEL is trainable, and its fingerprint.
+- conditioning.py: prompts -> the model's own inputs, batched as ComfyUI's sampler batches conds.
 - backend.py: ComfyBackend, the FlowBackend over a MODEL + CLIP + VAE.
 """
 

@@ -9,10 +9,9 @@
 - Gradient passes run inside `trainable_view` (ComfyUI's weights are inference tensors). Memory
   cost of training = the adapter, its optimizer state and the activations: no second copy of the
   model (ComfyUI's TrainLoraNode reloads one with force_deepcopy).
-- Prompts are encoded with the CLIP into ComfyUI conditioning and turned into the model's own
-  inputs by `BaseModel.extra_conds`, exactly as a KSampler does, so any CONST (flow-matching)
-  model ComfyUI supports gets the right inputs (SD3/SD3.5: context + pooled `y`; FLUX.1: context,
-  pooled `y` and `guidance`). What stays per family is in families.py.
+- Prompts become the model's own inputs exactly as a KSampler builds them (conditioning.py), so
+  any CONST (flow-matching) model ComfyUI supports gets the right inputs. What stays per family is
+  in families.py.
 - v = (x - denoised) / sigma from `BaseModel.apply_model` (CONST: denoised = x - sigma v); the
   core never evaluates at sigma = 0.
 """
@@ -20,7 +19,6 @@
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -29,7 +27,8 @@ import torch
 from torch import nn
 
 from ..adapter import lora_alpha
-from ..base import Cond, FlowBackend, check_image_size, check_prompts, check_steps, cond_cat, cond_select
+from ..base import Cond, FlowBackend, check_image_size, check_prompts, check_steps, cond_select
+from .conditioning import PromptConditioning
 from .families import adds_residuals_in_place, architecture, default_targets, match_targets, step_distilled
 from .identity import check_flow_model
 from .lora import (
@@ -51,8 +50,6 @@ from .patching import (
 )
 
 log = logging.getLogger("normguard")
-
-GROUP_KEY = "normguard_group"  # per row: its index into ComfyBackend._groups
 
 
 def check_fully_loaded(patcher: Any) -> None:
@@ -142,98 +139,21 @@ class ComfyBackend(FlowBackend):
         self.switch = Switch()
         self._adapters: dict[str, LoraAdapter] = {}
         self._loaded = False
-        self._conds: dict[str, Cond] = {}
-        self._groups: list[tuple[dict[str, Any], dict[str, int]]] = []  # (constants, text lengths)
-        self._crossattn: set[str] = set()  # conds ComfyUI batches by repeating tokens (CONDCrossAttn)
-        self._tokens: dict[str, int] = {}  # text-token count per cross-attention key
         self.latent_shape(height, width)  # validate early
+        self.conditioning = PromptConditioning(self.model, clip, self.device, guidance, height, width)
         if prompts:
-            self._encode_all(list(dict.fromkeys([*prompts, ""])))
+            self._encode(list(dict.fromkeys([*prompts, ""])))
 
     # --- conditioning and latents ---------------------------------------------------------------
     def encode_prompts(self, prompts: list[str]) -> Cond:
         check_prompts(prompts)
-        missing = [p for p in dict.fromkeys(prompts) if p not in self._conds]
-        if missing:
-            self._encode_all(missing)
-        return {k: v.to(self.device) for k, v in cond_cat([self._conds[p] for p in prompts]).items()}
+        if missing := self.conditioning.missing(prompts):
+            self._encode(missing)
+        return {k: v.to(self.device) for k, v in self.conditioning.batch(prompts).items()}
 
-    def _encode_all(self, prompts: list[str]) -> None:
-        """CLIP -> ComfyUI conditioning -> the model's own inputs (extra_conds), one row per prompt.
-
-        Rows are batched as ComfyUI's sampler batches conds: cross-attention text (CONDCrossAttn) is
-        repeated to a common token count, which leaves attention unchanged; text ComfyUI never pads
-        (CONDRegular, e.g. Z-Image's variable-length captions) and per-prompt constants (its num_tokens)
-        put a row in a group of its own, evaluated apart and trimmed back to its own length (GROUP_KEY).
-        """
-        import comfy.conds
-
-        fresh: dict[str, Cond] = {}
-        for prompt in prompts:
-            with torch.inference_mode():
-                tokens = self.clip.tokenize(prompt)
-                out = self.clip.encode_from_tokens(tokens, return_pooled=True, return_dict=True)
-                cross = out.pop("cond")
-                if self.guidance is not None:
-                    out["guidance"] = self.guidance
-                c, h, w = self.latent_shape(self.height, self.width)
-                conds = self.model.extra_conds(
-                    cross_attn=cross,
-                    noise=torch.zeros(1, c, h, w),
-                    device=self.device,
-                    width=self.width,
-                    height=self.height,
-                    prompt_type="positive",
-                    **out,
-                )
-            row: Cond = {}
-            constants: dict[str, Any] = {}
-            lengths: dict[str, int] = {}
-            for key, cond in conds.items():
-                if isinstance(cond, comfy.conds.CONDConstant):
-                    constants[key] = cond.cond
-                elif type(cond) is comfy.conds.CONDCrossAttn:
-                    row[key] = plain(cond.cond)
-                    self._crossattn.add(key)
-                elif type(cond) is comfy.conds.CONDRegular:
-                    row[key] = plain(cond.cond)
-                    if row[key].ndim >= 2:
-                        lengths[key] = row[key].shape[1]
-                else:
-                    raise ValueError(
-                        f"NormGuard: the model needs conditioning {key!r} of kind {type(cond).__name__}, "
-                        "which the trainer does not support (only text conditioning)"
-                    )
-            row[GROUP_KEY] = torch.tensor([self._group_of(constants, lengths)])
-            fresh[prompt] = row
-        self._loaded = False  # encoding may have moved the denoiser out of the device
-        for key in {k for row in fresh.values() for k in row if k in self._crossattn}:
-            lengths = {row[key].shape[1] for row in fresh.values()}
-            if key in self._tokens:
-                lengths.add(self._tokens[key])
-            self._tokens[key] = target = math.lcm(*lengths)
-            for prompt, row in [*fresh.items(), *self._conds.items()]:
-                n = row[key].shape[1]
-                if n != target:
-                    if prompt in self._conds:  # already handed out at another length
-                        raise ValueError(
-                            f"NormGuard: prompt {prompt!r} was encoded to {n} text tokens before a longer "
-                            f"prompt needed {target}; list every prompt up front"
-                        )
-                    # repeating the tokens leaves cross-attention unchanged (ComfyUI pads conds so)
-                    row[key] = row[key].repeat(1, target // n, *([1] * (row[key].ndim - 2)))
-        self._conds.update(fresh)
-
-    def _group_of(self, constants: dict[str, Any], lengths: dict[str, int]) -> int:
-        """Index of the group of rows that share these constants and unpadded text lengths."""
-        import comfy.conds
-
-        for i, (c, n) in enumerate(self._groups):
-            if n == lengths and c.keys() == constants.keys():
-                if all(comfy.conds.is_equal(c[k], constants[k]) for k in c):
-                    return i
-        self._groups.append((constants, lengths))
-        return len(self._groups) - 1
+    def _encode(self, prompts: list[str]) -> None:
+        self._loaded = False  # encoding may move the denoiser out of the device
+        self.conditioning.encode(prompts, self.latent_shape(self.height, self.width))
 
     def default_size(self) -> tuple[int, int]:
         return (self.height, self.width)
@@ -316,19 +236,14 @@ class ComfyBackend(FlowBackend):
         return (x.to(denoised.dtype) - denoised) / s
 
     def _apply(self, x: torch.Tensor, sigma: torch.Tensor, cond: Cond, options: dict) -> torch.Tensor:
-        """The denoised batch, one apply_model call per group of rows (see _encode_all)."""
-        groups = cond[GROUP_KEY]
+        """The denoised batch, one apply_model call per group of rows (conditioning.py)."""
         parts = []
-        for gid in groups.unique().tolist():
-            rows = (groups == gid).nonzero().flatten().to(x.device)
-            constants, lengths = self._groups[gid]
-            inputs = {k: v[rows.to(v.device)] for k, v in cond.items() if k != GROUP_KEY}
-            for key, n in lengths.items():
-                inputs[key] = inputs[key][:, :n]  # cond_cat zero-pads rows of other groups' lengths
+        for rows, inputs in self.conditioning.split(cond):
+            rows = rows.to(x.device)
             with training_mode():  # rollouts too: the same kernels as the gradient passes (GRPO log-probs)
                 out = self.model.apply_model(
                     self._to_model(x[rows]), sigma[rows.to(sigma.device)].to(x.device),
-                    transformer_options=options, **inputs, **constants,
+                    transformer_options=options, **inputs,
                 )  # fmt: skip
             parts.append((rows, out.squeeze(2) if self._frames else out))
         if len(parts) == 1:
