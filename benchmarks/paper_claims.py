@@ -48,6 +48,7 @@ from typing import Any
 import torch
 
 from normguard.trainer.config import TrainConfig, config_fields
+from normguard.trainer.penalty import penalty_label
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -111,12 +112,7 @@ class Guard:
 
     @property
     def label(self) -> str:
-        if self.weight == 0:
-            return "off"
-        if self.form == "paper":
-            return f"paper form (linear absolute), weight {self.weight:g}"
-        margin = f", margin {self.margin:g}" if self.margin else ""
-        return f"{self.form} relative hinge, weight {self.weight:g}{margin}"
+        return penalty_label(self.weight, self.form, relative=True, margin=self.margin)
 
     @staticmethod
     def from_name(name: str) -> Guard:

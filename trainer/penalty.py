@@ -22,6 +22,17 @@ def resolve_form(form: str, relative: bool) -> tuple[str, bool]:
     return ("linear", False) if form == "paper" else (form, relative)
 
 
+def penalty_label(weight: float, form: str = "paper", relative: bool = True, margin: float = 0.0) -> str:
+    """The penalty in words, e.g. "paper form (linear absolute), weight 0.03" or "squared relative hinge,
+    weight 10, margin 0.1"; "off" at weight 0. The paper form has neither a relative variant nor a margin."""
+    if weight == 0:
+        return "off"
+    if form == "paper":
+        return f"paper form (linear absolute), weight {weight:g}"
+    kind = "relative" if relative else "absolute"
+    return f"{form} {kind} hinge, weight {weight:g}" + (f", margin {margin:g}" if margin else "")
+
+
 def velocity_norms(v: torch.Tensor, reduction: Reduction = "sample") -> torch.Tensor:
     """L2 norms of velocities shaped [B, ...], computed in fp32.
 

@@ -16,6 +16,7 @@ import numpy as np
 
 from .callbacks import read_metrics_rows
 from .files import write_text
+from .penalty import penalty_label
 
 ARM_STYLE = {"unguarded": ("without NormGuard", "tab:red"), "normguard": ("with NormGuard", "tab:blue")}
 MODEL_LABEL = {"base": "base model", "unguarded": "without NormGuard", "normguard": "with NormGuard"}
@@ -246,13 +247,16 @@ def write_demo_report(
         ),
     }
     ng = summary["normguard"]
+    penalty = penalty_label(
+        ng["normguard_weight"], ng["normguard_form"], ng["normguard_relative"], ng["normguard_margin"]
+    )
     lines = [
         "# NormGuard demo",
         "",
         f"Two LoRA runs of the builtin TinyFlow model ({s['method'].upper()}, reward `{s['reward']}`, "
         f"{s['iterations']} iterations of {s['groups_per_iteration']} x {s['group_size']} samples, lr {s['lr']}, "
-        f"LoRA rank {s['lora_rank']}, seed {s['seed']}), identical except for the NormGuard penalty "
-        f"({penalty_label(ng)}). "
+        f"LoRA rank {s['lora_rank']}, seed {s['seed']}), identical except for the NormGuard penalty: "
+        f"{penalty}. "
         f"The final LoRAs and the base model are compared on {s['final_samples']} fixed prompts and noises, "
         f"at {s['sample_steps']} and {s['few_steps']} sampling steps, by the reward and by a judge network "
         "trained on the scenes that the reward never sees (attribute accuracy: does the image show what "
@@ -329,11 +333,3 @@ def _relative(path: str, folder: Path) -> str:
         return str(Path(path).resolve().relative_to(Path(folder).resolve()))
     except ValueError:
         return str(path)
-
-
-def penalty_label(ng: dict) -> str:
-    """The penalty in words; the paper form has neither a relative variant nor a margin."""
-    if ng["normguard_form"] == "paper":
-        return f"weight {ng['normguard_weight']}, the paper's relu(||v|| - ||v_ref||)"
-    kind = "relative" if ng["normguard_relative"] else "absolute"
-    return f"weight {ng['normguard_weight']}, {ng['normguard_form']} {kind} hinge, margin {ng['normguard_margin']}"

@@ -17,11 +17,13 @@ import tempfile
 import urllib.request
 from pathlib import Path
 
+from normguard.trainer.config import TrainConfig
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 OUT = REPO / "example_workflows"
 
-DEFAULT_WEIGHT = 0.03  # TrainConfig().normguard_weight: the guarded trainers use the default
+DEFAULT_WEIGHT = TrainConfig().normguard_weight  # the guarded trainers use the default
 CHECKPOINT = "sd3.5_medium.safetensors"
 TEXT_ENCODERS = ("clip_g.safetensors", "clip_l.safetensors", "t5xxl_fp16.safetensors")
 # What ComfyUI's missing-model dialog offers to download for a loader: its `models` node property
