@@ -197,7 +197,13 @@ def test_example_workflows_carry_install_facts(pyproject):
     project = pyproject["project"]
     paths = sorted((ROOT / "example_workflows").glob("*.json"))
     assert paths and not (ROOT / "workflows").exists()
-    loaders = {"CheckpointLoaderSimple": "checkpoints", "TripleCLIPLoader": "text_encoders"}
+    loaders = {
+        "CheckpointLoaderSimple": "checkpoints",
+        "TripleCLIPLoader": "text_encoders",
+        "UNETLoader": "diffusion_models",
+        "CLIPLoader": "text_encoders",
+        "VAELoader": "vae",
+    }
     for path in paths:
         for node in json.loads(path.read_text(encoding="utf-8"))["nodes"]:
             if node["type"] in ("MarkdownNote", "Note"):
@@ -210,7 +216,9 @@ def test_example_workflows_carry_install_facts(pyproject):
                 assert props["ver"] == project["version"]
             if node["type"] in loaders:
                 models = {m["name"]: m for m in props["models"]}
-                for value in node["widgets_values"]:
+                files = [v for v in node["widgets_values"] if str(v).endswith(".safetensors")]
+                assert files, (path.name, node["type"])
+                for value in files:
                     m = models[value]  # every file the loader is set to has a download entry
                     assert m["directory"] == loaders[node["type"]]
                     assert m["url"].startswith("https://huggingface.co/") and m["url"].endswith("/" + value)

@@ -28,9 +28,19 @@ CHECKPOINT = "sd3.5_medium.safetensors"
 TEXT_ENCODERS = ("clip_g.safetensors", "clip_l.safetensors", "t5xxl_fp16.safetensors")
 # What ComfyUI's missing-model dialog offers to download for a loader: its `models` node property
 SD35 = "https://huggingface.co/stabilityai/stable-diffusion-3.5-medium/resolve/main/"
+# Z-Image-Turbo as ComfyUI's own template (image_z_image_turbo) loads it: Comfy-Org's repackaged files
+ZIMAGE = {
+    "UNETLoader": ("z_image_turbo_bf16.safetensors", "diffusion_models"),
+    "CLIPLoader": ("qwen_3_4b.safetensors", "text_encoders"),
+    "VAELoader": ("ae.safetensors", "vae"),
+}
+ZIMAGE_REPO = "https://huggingface.co/Comfy-Org/z_image_turbo/resolve/main/split_files/"
 MODELS = {
     "CheckpointLoaderSimple": [(CHECKPOINT, SD35 + CHECKPOINT, "checkpoints")],
     "TripleCLIPLoader": [(name, f"{SD35}text_encoders/{name}", "text_encoders") for name in TEXT_ENCODERS],
+    **{
+        loader: [(name, f"{ZIMAGE_REPO}{folder}/{name}", folder)] for loader, (name, folder) in ZIMAGE.items()
+    },
 }
 FRONTEND_ONLY = {"MarkdownNote", "Note", "Reroute", "PrimitiveNode"}
 TRAIN_PROMPTS = "\n".join(
@@ -75,12 +85,13 @@ def train_options(col: int) -> dict:
     return node("options", "NormGuardTrainOptions", col, eval_every=10, eval_samples=8, checkpoint_every=10)
 
 
-def trainer(key: str, col: int, lora_name: str, weight: float, iterations: int) -> dict:
-    return node(
-        key, "NormGuardTrainLoRA", col, (460, 0), prompts=TRAIN_PROMPTS, method="nft", normguard_weight=weight,
-        iterations=iterations, group_size=8, sample_steps=10, cfg=1.0, width=512, height=512, lora_rank=16,
-        learning_rate=1e-4, seed=0, control_after_generate="fixed", lora_name=lora_name,
+def trainer(key: str, col: int, lora_name: str, weight: float, iterations: int, **settings) -> dict:
+    widgets = dict(
+        prompts=TRAIN_PROMPTS, method="nft", normguard_weight=weight, iterations=iterations, group_size=8,
+        sample_steps=10, cfg=1.0, width=512, height=512, lora_rank=16, learning_rate=1e-4, seed=0,
+        control_after_generate="fixed", lora_name=lora_name,
     )  # fmt: skip
+    return node(key, "NormGuardTrainLoRA", col, (460, 0), **(widgets | settings))
 
 
 def sampling(col: int, prefix: str, models: list[tuple[str, str]], seed: int = 42) -> tuple[list, list]:
@@ -239,10 +250,82 @@ def on_off_workflow() -> dict:
     return {"nodes": nodes + sample_nodes, "links": [list(link) for link in links + sample_links]}
 
 
+ZIMAGE_NOTE = """
+## Train a NormGuard LoRA on Z-Image-Turbo
+
+**Models** (ComfyUI `models/` folder), as ComfyUI's own Z-Image-Turbo template loads them:
+`diffusion_models/z_image_turbo_bf16.safetensors`, `text_encoders/qwen_3_4b.safetensors` (*Load CLIP*
+type `lumina2`), `vae/ae.safetensors` (all from `Comfy-Org/z_image_turbo`).
+
+**Why AWM**: Turbo is step-distilled (8 steps, cfg 1), which is how people sample it. NFT and GRPO assume a
+many-step schedule (the trainer warns for them on a model file named *turbo*); AWM trains the
+advantage-weighted flow-matching loss on the policy's own 8-step samples, so the LoRA is trained on, and
+works with, the model you sample. For NFT or GRPO, load the undistilled `z_image_bf16.safetensors`
+(`Comfy-Org/z_image`) and sample it with 30-50 steps at cfg 4.
+
+**Reward**: PickScore needs `models/rewards/PickScore_v1` and the `CLIP-ViT-H-14-laion2B-s32B-b79K`
+processor folder; any other *NormGuard Reward* node fits. The LoRA goes to `models/loras/`.
+"""
+
+
+def zimage_workflow() -> dict:
+    """Z-Image-Turbo: the stock UNET/CLIP/VAE loaders, AWM rollouts at the model's own 8 steps and cfg 1."""
+    nodes = [note("note", 0, ZIMAGE_NOTE, (420, 400))]
+    nodes += [
+        node("unet", "UNETLoader", 0, unet_name=ZIMAGE["UNETLoader"][0], weight_dtype="default"),
+        node("clip", "CLIPLoader", 0, clip_name=ZIMAGE["CLIPLoader"][0], type="lumina2", device="default"),
+        node("vae", "VAELoader", 0, vae_name=ZIMAGE["VAELoader"][0]),
+        node(
+            "reward",
+            "NormGuardRewardPickscore",
+            1,
+            (360, 0),
+            weight=1.0,
+            path="PickScore_v1",
+            options='{"processor": "CLIP-ViT-H-14-laion2B-s32B-b79K"}',
+        ),  # fmt: skip
+        train_options(1),
+        trainer(
+            "train", 2, "zimage_turbo_pickscore_normguard", DEFAULT_WEIGHT, 300, method="awm", sample_steps=8
+        ),
+        node(
+            "pos", "CLIPTextEncode", 3, (400, 140), text="a photo of a red fox in the snow, highly detailed"
+        ),
+        node("neg", "CLIPTextEncode", 3, (400, 100), text=""),
+        node("latent", "EmptySD3LatentImage", 3, width=1024, height=1024, batch_size=1),
+        node("probe", "NormGuardVelocityNormProbe", 4, (380, 0), label="tuned"),
+        node(
+            "ks",
+            "KSampler",
+            5,
+            seed=42,
+            control_after_generate="fixed",
+            steps=8,
+            cfg=1.0,
+            sampler_name="res_multistep",
+            scheduler="simple",
+        ),  # fmt: skip
+        node("decode", "VAEDecode", 5),
+        node("save", "SaveImage", 6, (380, 420), filename_prefix="normguard/zimage_tuned"),
+        node("graph", "NormGuardVelocityNormGraph", 6, (520, 0)),
+    ]
+    links = [
+        ("unet", 0, "train", "model"), ("clip", 0, "train", "clip"), ("vae", 0, "train", "vae"),
+        ("reward", 0, "train", "reward"), ("options", 0, "train", "options"),
+        ("clip", 0, "pos", "clip"), ("clip", 0, "neg", "clip"),
+        ("train", 0, "probe", "model"), ("unet", 0, "probe", "reference"),
+        ("probe", 0, "ks", "model"), ("pos", 0, "ks", "positive"), ("neg", 0, "ks", "negative"),
+        ("latent", 0, "ks", "latent_image"), ("ks", 0, "decode", "samples"), ("vae", 0, "decode", "vae"),
+        ("decode", 0, "save", "images"), ("ks", 0, "graph", "samples"), ("probe", 1, "graph", "probe_log"),
+    ]  # fmt: skip
+    return {"nodes": nodes, "links": [list(link) for link in links]}
+
+
 WORKFLOWS = {
     "1 - Train a NormGuard LoRA (SD3.5 Medium)": train_workflow,
     "2 - Base vs tuned velocity norms": compare_workflow,
     "3 - NormGuard on vs off": on_off_workflow,
+    "4 - Train a NormGuard LoRA (Z-Image Turbo)": zimage_workflow,
 }
 
 

@@ -109,8 +109,13 @@ async function runWorkflow(page, wf, out) {
           node.pos = n.pos ?? [0, 0];
           app.graph.add(node);
           for (const [name, value] of Object.entries(n.widgets || {})) {
-            const w = node.widgets.find((x) => x.name === name);
-            if (!w) throw new Error(`${n.type} has no widget ${name}`);
+            // a seed's "control after generate" widget is the seed widget's linked widget (frontend 1.49
+            // names it after its value)
+            const w =
+              name === "control_after_generate"
+                ? node.widgets.find((x) => x.linkedWidgets?.length)?.linkedWidgets[0]
+                : node.widgets.find((x) => x.name === name);
+            if (!w) throw new Error(`${n.type} has no widget ${name} (${node.widgets.map((x) => x.name)})`);
             w.value = value;
           }
           if (n.size) node.setSize([n.size[0], Math.max(n.size[1], node.computeSize()[1])]);

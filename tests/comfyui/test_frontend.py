@@ -238,25 +238,34 @@ def browser(server, shots_dir, tmp_path_factory) -> dict:
     return result
 
 
+# the charts on each example's template thumbnail (EXAMPLES order): what the workflow shows
+THUMBNAILS = (("trainer",), ("norm-graph",), ("trainer", "norm-graph"), ("trainer", "norm-graph"))
+
+
 def shrink_images(shots: Path, workflows: Path) -> None:
     """Screenshots for the repository as 256-colour PNGs, and the template browser's thumbnails
-    (<workflow name>.jpg, shown in a square card) from the classic-mode charts."""
+    (<workflow name>.jpg) from the classic-mode charts."""
     from PIL import Image
 
     for png in shots.glob("*.png"):
         Image.open(png).convert("RGB").quantize(256).save(png, optimize=True)
-    trainer, graph = (
-        Image.open(shots / f"{n}-chart-classic.png").convert("RGB") for n in ("trainer", "norm-graph")
-    )
-    for path, charts in zip(EXAMPLES, ([trainer], [graph], [trainer, graph]), strict=True):
-        width, height = sum(c.width for c in charts), max(c.height for c in charts)
-        side = max(width, height)
-        card = Image.new("RGB", (side, side), (30, 30, 34))
-        x = (side - width) // 2
-        for chart in charts:
-            card.paste(chart, (x, (side - chart.height) // 2))
-            x += chart.width
-        card.resize((512, 512), Image.LANCZOS).save(workflows / f"{path.stem}.jpg", quality=85, optimize=True)
+    for path, charts in zip(EXAMPLES, THUMBNAILS, strict=True):
+        thumbnail([shots / f"{n}-chart-classic.png" for n in charts], workflows / f"{path.stem}.jpg")
+
+
+def thumbnail(charts: list[Path], out: Path) -> None:
+    """The chart screenshots side by side, centred on a dark square card (the template browser's shape)."""
+    from PIL import Image
+
+    images = [Image.open(c).convert("RGB") for c in charts]
+    width, height = sum(c.width for c in images), max(c.height for c in images)
+    side = max(width, height)
+    card = Image.new("RGB", (side, side), (30, 30, 34))
+    x = (side - width) // 2
+    for chart in images:
+        card.paste(chart, (x, (side - chart.height) // 2))
+        x += chart.width
+    card.resize((512, 512), Image.LANCZOS).save(out, quality=85, optimize=True)
 
 
 def run(browser: dict, mode: str) -> dict:

@@ -1,21 +1,30 @@
 """The example workflows of example_workflows/: served as templates, every node type and link known to a real
 ComfyUI's /object_info, and each one run (converted to the API format, full-size models swapped for
-the tiny kit, sizes shrunk) in the order a user would: train, compare, on vs off."""
+the tiny kit, sizes shrunk) in the order a user would: train, compare, on vs off; then the Z-Image one on
+the tiny Z-Image of family_specs.py (through the test-only loaders: ComfyUI's detection refuses it tiny)."""
 
 from __future__ import annotations
 
+import copy
 import json
 import urllib.parse
 from pathlib import Path
 
 import pytest
 
+from .graphs import loaders
 from .ui_workflow import FRONTEND_ONLY, problems, to_api
 
 REPO = Path(__file__).resolve().parents[2]
 WORKFLOWS = sorted((REPO / "example_workflows").glob("*.json"))
 PACK = "normguard"  # the folder name conftest.py links into custom_nodes
 STEPS = 3
+# the real files a workflow's stock loaders name -> the tiny kit's loader node for that model
+TINY_FAMILY_FILES = {
+    "z_image_turbo_bf16.safetensors": loaders("zimage")["unet"],
+    "qwen_3_4b.safetensors": loaders("zimage")["clip"],
+    "ae.safetensors": loaders("zimage")["vae"],
+}
 
 
 def load(path: Path) -> dict:
@@ -29,8 +38,12 @@ def object_info(server) -> dict:
     return Comfy(server).get("/object_info")
 
 
-def test_there_are_three_examples_and_the_server_lists_them_as_templates(comfy):
-    assert len(WORKFLOWS) == 3, [w.name for w in WORKFLOWS]
+def example(number: int) -> Path:
+    return next(w for w in WORKFLOWS if w.stem.startswith(f"{number} - "))
+
+
+def test_there_are_four_examples_and_the_server_lists_them_as_templates(comfy):
+    assert len(WORKFLOWS) == 4, [w.name for w in WORKFLOWS]
     listed = comfy.get("/api/workflow_templates")
     assert sorted(listed[PACK]) == sorted(w.stem for w in WORKFLOWS)
     for w in WORKFLOWS:  # served as the frontend fetches them
@@ -47,11 +60,16 @@ def test_every_node_and_link_is_known_to_comfyui(path, object_info):
 
 def tiny(prompt: dict[str, dict], iterations: int = 2) -> dict[str, dict]:
     """The same graph on the tiny kit: checkpoint -> UNETLoader + VAELoader, triple CLIP -> one tiny
-    CLIP-L, weight-based rewards -> JPEG incompressibility, small images, few steps and iterations."""
+    CLIP-L, a family's real files -> its tiny model's loaders (TINY_FAMILY_FILES), weight-based rewards ->
+    JPEG incompressibility, small images, few steps and iterations."""
     out: dict[str, dict] = {}
     rewire: dict[tuple[str, int], list] = {}
     for nid, node in prompt.items():
         cls, inputs = node["class_type"], dict(node["inputs"])
+        real_file = next((v for v in inputs.values() if isinstance(v, str) and v in TINY_FAMILY_FILES), None)
+        if real_file is not None:
+            out[nid] = copy.deepcopy(TINY_FAMILY_FILES[real_file])
+            continue
         if cls == "CheckpointLoaderSimple":
             out[nid] = {
                 "class_type": "UNETLoader",
@@ -93,7 +111,7 @@ def probe_labels(workflow: dict) -> list[str]:
 
 
 def test_each_example_runs_on_the_tiny_kit(comfy, object_info, loras):
-    train, compare, on_off = WORKFLOWS
+    train, compare, on_off = (example(n) for n in (1, 2, 3))
     # 1: trains the LoRA that workflow 2 loads, and samples with it
     out = comfy.run(tiny(to_api(load(train), object_info)), timeout=600)
     assert (loras / "sd35m_pickscore_normguard.safetensors").is_file()
@@ -114,3 +132,21 @@ def test_each_example_runs_on_the_tiny_kit(comfy, object_info, loras):
             assert (loras / f"{name}.safetensors").is_file()
     base, on, off = logs
     assert base["ratio"] == [1.0] * STEPS, "the base model against itself"
+
+
+def test_the_z_image_example_trains_and_probes_on_the_tiny_z_image(comfy, object_info, loras):
+    """Workflow 4 as a user runs it: its stock loaders' files swapped for the tiny Z-Image, AWM at the
+    workflow's settings but tiny sizes; the LoRA is saved, the tuned model samples and the probe against
+    the base model records every step."""
+    workflow = load(example(4))
+    prompt = tiny(to_api(workflow, object_info))
+    train = next(n for n in prompt.values() if n["class_type"] == "NormGuardTrainLoRA")
+    assert train["inputs"]["method"] == "awm", "Turbo is step-distilled: the example trains with AWM"
+    assert {n["class_type"] for n in prompt.values()} >= {"NormGuardTestTinyUNET", "NormGuardTestTinyCLIP"}
+    out = comfy.run(prompt, timeout=900)
+    assert (loras / "zimage_turbo_pickscore_normguard.safetensors").is_file()
+    saved = [img for v in out.values() for img in v.get("images", []) if img["type"] == "output"]
+    assert len(saved) == 1 and saved[0]["filename"].startswith("zimage_tuned")
+    (log,) = next(v["normguard_probe"] for v in out.values() if "normguard_probe" in v)
+    assert log["label"] == "tuned" and log["step"] == list(range(STEPS))
+    assert all(r is not None for r in log["ratio"]) and log["ratio"] != [1.0] * STEPS, "the LoRA moved v"
