@@ -59,6 +59,7 @@ class Family:
     vae: str  # "kl16" or "wan21"
     guidance: float | None = None
     extra: dict = field(default_factory=dict)
+    tiny_context: int | None = None  # text feature width of the tiny model (None: the real width)
 
 
 SD35M_UNET = {
@@ -94,7 +95,14 @@ FAMILIES = {
     ),
     "zimage": Family(
         "Z-Image", "ZImage", ZIMAGE_UNET, {"dim": 256, "n_layers": 2, "n_heads": 2, "n_kv_heads": 2},
-        BF16, 128, 2560, None, "z_image.te", BF16, "kl16",
+        BF16, 128, 2560, None, "z_image.te", BF16, "kl16", tiny_context=256,
+    ),
+    # ComfyUI's Qwen-Image template: qwen_image_fp8_e4m3fn + qwen_2.5_vl_7b_fp8_scaled (fp8 weights) + Wan 2.1 VAE
+    "qwenimage": Family(
+        "Qwen-Image", "QwenImage", QWEN_UNET,
+        {"num_layers": 2, "attention_head_dim": 32, "num_attention_heads": 4, "joint_attention_dim": 128,
+         "axes_dims_rope": [8, 12, 12]},
+        FP8, 128, 3584, None, "qwen_image.te", FP8, "wan21", tiny_context=128,
     ),
 }  # fmt: skip
 
@@ -226,7 +234,10 @@ def fake_backend(*args: Any, **kwargs: Any) -> Any:
             assert not more, "prompts of one token count make one group"
             inputs = {k: v for k, v in cond.items() if k != GROUP_KEY}
             with training_mode():
-                return self.model.apply_model(x, sigma, transformer_options=options, **inputs, **constants)
+                out = self.model.apply_model(
+                    self._to_model(x), sigma, transformer_options=options, **inputs, **constants
+                )
+            return out.squeeze(2) if self._frames else out  # Qwen-Image's latents have a frame axis
 
     return Fake(*args, **kwargs)
 
@@ -236,7 +247,7 @@ def estimate(key: str, *, group: int, micro: int, size: int, rank: int, tiny: bo
     fam = FAMILIES[key]
     mode = FakeTensorMode(allow_non_fake_inputs=True)
     patcher = fake_patcher(fam, mode, tiny)
-    clip = SyntheticClip(fam, mode, {"context": 256} if tiny and key == "zimage" else None)
+    clip = SyntheticClip(fam, mode, {"context": fam.tiny_context} if tiny and fam.tiny_context else None)
     vae = FakeVAE(fam.vae, mode, tiny)
     with mode:
         backend = fake_backend(

@@ -79,6 +79,6 @@ def test_comfyui_estimate_runs_through_the_comfy_backend():
         )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = {line.split()[0]: line.split() for line in proc.stdout.splitlines() if line.split()}
-    for name in ("SD3.5-Medium", "FLUX.1-dev", "Z-Image"):
+    for name in ("SD3.5-Medium", "FLUX.1-dev", "Z-Image", "Qwen-Image"):
         static, train = float(rows[name][5]), float(rows[name][8])
         assert 0 < static < train, rows[name]  # tiny models: the counts are small but not zero
