@@ -37,7 +37,7 @@ class RewardSpec:
 @dataclass(frozen=True)
 class RewardInfo:
     """What a user must know to pick a reward: does it need weights on disk, what it pays for,
-    what it costs, and which optional extra (pip install normguard[extra]) it needs."""
+    what it costs, and which optional extra (pip install "comfyui-normguard[extra]") it needs."""
 
     id: str
     needs_path: bool
