@@ -34,9 +34,14 @@ def flux_blocks(u: dict) -> dict:
     }
 
 
+def mask(cond: dict, dtype: torch.dtype) -> torch.Tensor:
+    """An all-ones attention mask over ComfyUI's text tokens (one prompt: nothing is padded)."""
+    return torch.ones(cond["c_crossattn"].shape[:2], dtype=dtype)
+
+
 # family -> (diffusers pipeline, transformer, config from the ComfyUI unet_config, single-file converter
-# name or None, the adapter's conditioning from ComfyUI's text tokens)
-DIFFUSERS: dict[str, tuple[str, str, Callable[[dict], dict], str | None, Callable[[torch.Tensor], dict]]] = {
+# name or None, the adapter's conditioning from ComfyUI's: the model inputs its extra_conds made)
+DIFFUSERS: dict[str, tuple[str, str, Callable[[dict], dict], str | None, Callable[[dict], dict]]] = {
     "qwenimage": (
         "QwenImagePipeline",
         "QwenImageTransformer2DModel",
@@ -51,7 +56,7 @@ DIFFUSERS: dict[str, tuple[str, str, Callable[[dict], dict], str | None, Callabl
             "axes_dims_rope": tuple(u["axes_dims_rope"]),
         },
         None,
-        lambda c: {"prompt_embeds": c, "prompt_embeds_mask": torch.ones(c.shape[:2], dtype=torch.long)},
+        lambda c: {"prompt_embeds": c["c_crossattn"], "prompt_embeds_mask": mask(c, torch.long)},
     ),
     "lumina2": (
         "Lumina2Pipeline",
@@ -73,7 +78,7 @@ DIFFUSERS: dict[str, tuple[str, str, Callable[[dict], dict], str | None, Callabl
             "cap_feat_dim": u["cap_feat_dim"],
         },
         "convert_lumina2_to_diffusers",
-        lambda c: {"prompt_embeds": c, "prompt_attention_mask": torch.ones(c.shape[:2], dtype=torch.bool)},
+        lambda c: {"prompt_embeds": c["c_crossattn"], "prompt_attention_mask": mask(c, torch.bool)},
     ),
     "zimage": (
         "ZImagePipeline",
@@ -94,7 +99,7 @@ DIFFUSERS: dict[str, tuple[str, str, Callable[[dict], dict], str | None, Callabl
             "axes_lens": list(u["axes_lens"]),
         },
         "convert_z_image_transformer_checkpoint_to_diffusers",
-        lambda c: {"prompt_embeds": c, "prompt_mask": torch.ones(c.shape[:2], dtype=torch.bool)},
+        lambda c: {"prompt_embeds": c["c_crossattn"], "prompt_mask": mask(c, torch.bool)},
     ),
     "chroma": (
         "ChromaPipeline",
@@ -107,7 +112,7 @@ DIFFUSERS: dict[str, tuple[str, str, Callable[[dict], dict], str | None, Callabl
             "approximator_layers": u["n_layers"],
         },
         "convert_chroma_transformer_checkpoint_to_diffusers",
-        lambda c: {"prompt_embeds": c, "prompt_attention_mask": torch.ones(c.shape[:2], dtype=torch.long)},
+        lambda c: {"prompt_embeds": c["c_crossattn"], "prompt_attention_mask": mask(c, torch.long)},
     ),
     "auraflow": (
         "AuraFlowPipeline",
@@ -126,7 +131,7 @@ DIFFUSERS: dict[str, tuple[str, str, Callable[[dict], dict], str | None, Callabl
             "pos_embed_max_size": u["max_seq"],
         },
         "convert_auraflow_transformer_checkpoint_to_diffusers",
-        lambda c: {"prompt_embeds": c},
+        lambda c: {"prompt_embeds": c["c_crossattn"]},
     ),
     "flux2": (
         "Flux2KleinPipeline",
@@ -139,7 +144,19 @@ DIFFUSERS: dict[str, tuple[str, str, Callable[[dict], dict], str | None, Callabl
             "guidance_embeds": u["guidance_embed"],
         },
         "convert_flux2_transformer_checkpoint_to_diffusers",
-        lambda c: {"prompt_embeds": c},
+        lambda c: {"prompt_embeds": c["c_crossattn"]},
+    ),
+    "hidream": (
+        "HiDreamImagePipeline",
+        "HiDreamImageTransformer2DModel",
+        lambda u: {k: v for k, v in u.items() if k != "image_model"},  # the same config keys
+        None,  # ComfyUI keeps diffusers' names
+        # T5's tokens, Llama's layers (batch-first, as the adapter keeps them) and the two CLIPs' pooled vector
+        lambda c: {
+            "prompt_embeds_t5": c["c_crossattn"],
+            "prompt_embeds_llama3": c["encoder_hidden_states_llama3"],
+            "pooled": c["y"],
+        },
     ),
 }
 
@@ -253,7 +270,8 @@ def main(comfy_dir: str, models: str, package_parent: str, family: str) -> dict[
         comfy_v = ComfyBackend(stock, clip, vae, height=64, width=64, prompts=prompt).velocity(x, sigma, cond)
 
         sd = {k: v.float() for k, v in comfy.utils.load_torch_file(unet_file).items()}
-        module = getattr(diffusers, transformer_class)(**config(spec.unet))
+        # in eval mode, as from_pretrained leaves it (HiDream's transformer returns patches while training)
+        module = getattr(diffusers, transformer_class)(**config(spec.unet)).eval()
         sizes = split_sizes(family, spec.unet)
         missing, unexpected = module.load_state_dict(convert(converter, sd, sizes), strict=False)
         cls = getattr(diffusers, pipeline)  # only the transformer matters here: no text encoders, no VAE
@@ -264,8 +282,8 @@ def main(comfy_dir: str, models: str, package_parent: str, family: str) -> dict[
         pipe.load_lora_weights(diffusers_lora(converter, sd, lora, sizes))
         adapter = ADAPTERS[pipeline].__new__(ADAPTERS[pipeline])
         adapter.pipe, adapter.source = pipe, ""
-        text = cond["c_crossattn"].float()
-        diffusers_v = adapter.predict(pipe.transformer, x, sigma, text_cond(text), None)
+        comfy_cond = {k: v.float() for k, v in cond.items() if v.is_floating_point()}
+        diffusers_v = adapter.predict(pipe.transformer, x, sigma, text_cond(comfy_cond), None)
     return {
         "not_loaded": [r for r in records if "lora key not loaded" in r],
         "weights_missing": list(missing),

@@ -229,6 +229,120 @@ SPECS["flux2"] = Spec(
 )
 
 
+# HiDream-I1 (model_detection: 20 heads of 128, 16 double + 32 single MoE blocks, text 4096, pooled 2048):
+# 2 heads of 64 (RoPE axes in the real 2:1:1 ratio), 1 + 1 blocks with the real 4 routed / 2 active experts.
+# Its four text encoders (CLIP-L, CLIP-G, T5-XXL, Llama-3.1-8B, ComfyUI's hidream_clip) shrunk to TE_WIDTH:
+# the pooled vector is CLIP-L's + CLIP-G's projections, the blocks read Llama's layers (one per block)
+# and T5's tokens.
+CLIP_TINY = {
+    "hidden_size": TE_WIDTH,
+    "intermediate_size": 2 * TE_WIDTH,
+    "num_attention_heads": 2,
+    "num_hidden_layers": 3,  # CLIP-G gives its penultimate layer (ComfyUI asserts |-2| < layers)
+    "projection_dim": TE_WIDTH,
+}
+SPECS["hidream"] = Spec(
+    "HiDream",
+    {
+        "image_model": "hidream",
+        "attention_head_dim": 64,
+        "axes_dims_rope": [32, 16, 16],
+        "caption_channels": [TE_WIDTH, TE_WIDTH],  # T5's, Llama's
+        "max_resolution": [128, 128],
+        "in_channels": 16,
+        "llama_layers": [0, 1],  # the Llama layer each block reads (real: 0..31, then 31 repeated)
+        "num_attention_heads": 2,
+        "num_routed_experts": 4,
+        "num_activated_experts": 2,
+        "num_layers": 1,
+        "num_single_layers": 1,
+        "out_channels": 16,
+        "patch_size": 2,
+        "text_emb_dim": 2 * TE_WIDTH,
+    },
+    {
+        "clip_l_model_config": CLIP_TINY,
+        "clip_g_model_config": CLIP_TINY,
+        "t5xxl_model_config": T5_TINY,
+        # Llama's head_dim is fixed at 128 in ComfyUI's config: one head at this width
+        "llama_model_config": {
+            "hidden_size": TE_WIDTH,
+            "intermediate_size": 2 * TE_WIDTH,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 1,
+            "num_key_value_heads": 1,
+        },
+    },
+    clip_target=lambda: _hidream_target(),
+)
+
+
+def _hidream_target() -> Any:
+    """ComfyUI's QuadrupleCLIPLoader target (supported_models.HiDream has no clip_target of its own)."""
+    import comfy.supported_models_base
+    import comfy.text_encoders.hidream as hidream
+
+    return comfy.supported_models_base.ClipTarget(hidream.HiDreamTokenizer, hidream.hidream_clip())
+
+
+# Llama-3's pre-tokenizer split (its tokenizer.json) and the special tokens HiDream's encoder uses
+LLAMA3_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+"
+    r"|\s+(?!\S)|\s+"
+)
+LLAMA3_SPECIAL = {"<|begin_of_text|>": 128000, "<|end_of_text|>": 128001, "<|eot_id|>": 128009}
+
+
+def tiny_llama3_tokenizer_json() -> dict:
+    """Llama-3's tokenizer.json with only the 256 byte-level symbols and no merges (every byte one token):
+    the real split pattern, special ids and begin_of_text template. The real file is not in ComfyUI's
+    checkout; ComfyUI's own BPE reader (bpe_tokenizer.from_tokenizer_json) reads this one."""
+    import comfy.text_encoders.bpe_tokenizer as bpe
+
+    vocab = {symbol: i for i, symbol in enumerate(bpe._bytes_to_unicode().values())}  # the 256 bytes' symbols
+    return {
+        "added_tokens": [{"id": i, "content": t, "special": True} for t, i in LLAMA3_SPECIAL.items()],
+        "pre_tokenizer": {
+            "type": "Sequence",
+            "pretokenizers": [{"type": "Split", "pattern": {"Regex": LLAMA3_SPLIT}, "behavior": "Isolated"}],
+        },
+        "post_processor": {
+            "type": "TemplateProcessing",
+            "single": [
+                {"SpecialToken": {"id": "<|begin_of_text|>", "type_id": 0}},
+                {"Sequence": {"id": "A"}},
+            ],
+        },
+        "model": {"type": "BPE", "vocab": vocab, "merges": []},
+    }
+
+
+@contextmanager
+def tiny_llama3_vocabulary() -> Iterator[None]:
+    """ComfyUI's LLAMA3Tokenizer (the real class, settings and BPE reader) on the stand-in tokenizer.json."""
+    import json
+    import tempfile
+
+    import comfy.text_encoders.bpe_tokenizer as bpe
+    import comfy.text_encoders.hunyuan_video as hunyuan_video
+
+    with tempfile.TemporaryDirectory() as folder:
+        with open(f"{folder}/tokenizer.json", "w", encoding="utf-8") as f:
+            json.dump(tiny_llama3_tokenizer_json(), f)
+
+        class TinyLlama3:
+            @staticmethod
+            def from_pretrained(path: str, **kwargs: Any) -> Any:
+                return bpe.from_tokenizer_json(folder)
+
+        full = hunyuan_video.LlamaTokenizerFast
+        hunyuan_video.LlamaTokenizerFast = TinyLlama3
+        try:
+            yield
+        finally:
+            hunyuan_video.LlamaTokenizerFast = full
+
+
 def _klein_target() -> Any:
     import comfy.supported_models_base
     import comfy.text_encoders.flux as flux
@@ -241,6 +355,9 @@ def building(name: str) -> Iterator[None]:
     """What a family's classes need patched while they are built (kit and loader alike)."""
     if name in ("qwenimage", "hunyuanimage"):
         with small_vision_tower():
+            yield
+    elif name == "hidream":
+        with tiny_llama3_vocabulary():
             yield
     else:
         yield

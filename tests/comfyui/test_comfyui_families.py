@@ -18,12 +18,12 @@ from .graphs import KIT, loaders, sample, train
 from .server import ENV, HERE, REPO
 from .test_comfyui_nodes import latent
 
-FAMILIES = ["zimage", "lumina2", "qwenimage", "chroma", "auraflow", "flux2"]
+FAMILIES = ["zimage", "lumina2", "qwenimage", "chroma", "auraflow", "flux2", "hidream"]
 METHODS = ["nft", "awm", "dpo", "grpo"]
 # Verified families only. Z-Image: at the tiny width (dim 256) ComfyUI rounds the feed-forward width 682
 # up to 768 and diffusers does not (at the real 3840 both give 10240). Chroma: diffusers' converter reads
 # the approximator norms as `.scale`, ComfyUI's tiny Chroma saves `.weight`.
-CROSS_CLIENT = ["qwenimage", "lumina2", "auraflow", "flux2"]
+CROSS_CLIENT = ["qwenimage", "lumina2", "auraflow", "flux2", "hidream"]
 
 
 def server_log(base_dir) -> str:

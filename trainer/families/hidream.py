@@ -13,6 +13,8 @@ FAMILY = Family(
     comfy_models=("HiDream",),
     lora_targets=("to_q", "to_k", "to_v", "to_out"),
     targets_from="diffusers train_dreambooth_lora_hidream.py",
+    # ComfyUI names HiDream's attention projections as diffusers does (the text stream's end in _t)
+    comfy_targets=("to_q", "to_k", "to_v", "to_out"),
     notes="Llama-3 hidden states of every layer reach the transformer (stored batch-first here)",
 )
 
