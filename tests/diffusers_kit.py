@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -28,7 +29,6 @@ from transformers import (
     CLIPTextModel,
     CLIPTextModelWithProjection,
     CLIPTokenizer,
-    T5Config,
     T5EncoderModel,
     T5TokenizerFast,
 )
@@ -115,37 +115,52 @@ def clip_text_model(
     return (CLIPTextModelWithProjection if projection else CLIPTextModel)(config)
 
 
-def t5_model(tokenizer: T5TokenizerFast, d_model: int) -> T5EncoderModel:
-    config = T5Config(
-        vocab_size=len(tokenizer),
+def t5_model(vocab: int, d_model: int = 32, layers: int = 2, cls: type[Any] = T5EncoderModel) -> nn.Module:
+    """A tiny T5-style encoder (pad 0, eos 1) of class `cls`, with that class's config: T5 (also byT5, whose
+    vocabulary is bytes) or UMT5."""
+    config = cls.config_class(
+        vocab_size=vocab,
         d_model=d_model,
         d_kv=8,
         d_ff=2 * d_model,
-        num_layers=2,
+        num_layers=layers,
         num_heads=2,
         relative_attention_num_buckets=8,
         feed_forward_proj="gated-gelu",
         pad_token_id=0,
         eos_token_id=1,
     )
-    return T5EncoderModel(config)
+    return cls(config)
 
 
-def tiny_vae(scaling_factor: float, shift_factor: float) -> AutoencoderKL:
-    """A 4-block KL VAE (8x compression) without quant convs, as in SD3 and FLUX."""
+# A 4-block VAE (8x compression) of 8-channel blocks without quant convs; AutoencoderKL and FLUX.2's VAE
+TINY_VAE = dict(
+    block_out_channels=(8,) * VAE_BLOCKS,
+    layers_per_block=1,
+    latent_channels=LATENT_CHANNELS,
+    norm_num_groups=4,
+    sample_size=64,
+    use_quant_conv=False,
+    use_post_quant_conv=False,
+)
+
+
+def tiny_vae(scaling_factor: float = 0.3611, shift_factor: float = 0.1159) -> AutoencoderKL:
+    """A 4-block KL VAE (8x compression) without quant convs, as in SD3 and FLUX; by default with the FLUX.1
+    VAE's latent scale and shift (Chroma, Z-Image, Lumina 2 and HiDream use that VAE too)."""
     return AutoencoderKL(
         down_block_types=("DownEncoderBlock2D",) * VAE_BLOCKS,
         up_block_types=("UpDecoderBlock2D",) * VAE_BLOCKS,
-        block_out_channels=(8,) * VAE_BLOCKS,
-        layers_per_block=1,
-        latent_channels=LATENT_CHANNELS,
-        norm_num_groups=4,
-        sample_size=64,
         scaling_factor=scaling_factor,
         shift_factor=shift_factor,
-        use_quant_conv=False,
-        use_post_quant_conv=False,
+        **TINY_VAE,
     )
+
+
+def saved(pipe: Any, folder: Path) -> Path:
+    """`pipe` saved with save_pretrained, so a test loads it the way a user's model folder loads."""
+    pipe.save_pretrained(folder)
+    return folder
 
 
 def randomise_zero_weights(module: nn.Module, seed: int, std: float = 0.2) -> None:
@@ -194,11 +209,10 @@ def build_tiny_sd3(folder: Path, seed: int = 0) -> Path:
         tokenizer=tok,
         text_encoder_2=clip_text_model(tok, hidden=16, projection=16),
         tokenizer_2=tok,
-        text_encoder_3=t5_model(tok3, d_model=32),
+        text_encoder_3=t5_model(len(tok3)),
         tokenizer_3=tok3,
     )
-    pipe.save_pretrained(folder)
-    return folder
+    return saved(pipe, folder)
 
 
 def build_tiny_flux(folder: Path, guidance_embeds: bool = True, seed: int = 0) -> Path:
@@ -221,14 +235,13 @@ def build_tiny_flux(folder: Path, guidance_embeds: bool = True, seed: int = 0) -
     randomise_zero_weights(transformer, seed)
     pipe = flux_pipeline(
         transformer,
-        tiny_vae(scaling_factor=0.3611, shift_factor=0.1159),
+        tiny_vae(),
         text_encoder=clip_text_model(tok, hidden=16, projection=None),
         tokenizer=tok,
-        text_encoder_2=t5_model(tok2, d_model=32),
+        text_encoder_2=t5_model(len(tok2)),
         tokenizer_2=tok2,
     )
-    pipe.save_pretrained(folder)
-    return folder
+    return saved(pipe, folder)
 
 
 def build_tiny_nonflow(folder: Path, seed: int = 0) -> Path:
@@ -257,8 +270,7 @@ def build_tiny_nonflow(folder: Path, seed: int = 0) -> Path:
         feature_extractor=None,
         requires_safety_checker=False,
     )
-    pipe.save_pretrained(folder)
-    return folder
+    return saved(pipe, folder)
 
 
 # --- fixtures (session-scoped: each pipeline is built once per test run) -----------------------

@@ -38,9 +38,11 @@ from diffusers import (
 from diffusers_kit import (
     LATENT_CHANNELS,
     SENTENCES,
+    TINY_VAE,
     clip_text_model,
     clip_tokenizer,
     randomise_zero_weights,
+    saved,
     t5_model,
     t5_tokenizer,
     tiny_vae,
@@ -61,9 +63,6 @@ from transformers import (
     Qwen3Config,
     Qwen3ForCausalLM,
     Qwen3Model,
-    T5Config,
-    T5EncoderModel,
-    UMT5Config,
     UMT5EncoderModel,
 )
 
@@ -138,22 +137,6 @@ def qwen3_model(vocab: int, layers: int = 2, causal_lm: bool = False) -> nn.Modu
     return (Qwen3ForCausalLM if causal_lm else Qwen3Model)(config)
 
 
-def umt5_model(vocab: int, d_model: int = 32) -> UMT5EncoderModel:
-    config = UMT5Config(
-        vocab_size=vocab,
-        d_model=d_model,
-        d_kv=8,
-        d_ff=2 * d_model,
-        num_layers=2,
-        num_heads=2,
-        relative_attention_num_buckets=8,
-        feed_forward_proj="gated-gelu",
-        pad_token_id=0,
-        eos_token_id=1,
-    )
-    return UMT5EncoderModel(config)
-
-
 def qwen25vl_model(tokens: int) -> Qwen2_5_VLForConditionalGeneration:
     """Qwen2.5-VL with a tiny language model and a tiny vision tower (never given an image)."""
     vocab = tokens + 3  # + the vision start/end/pad ids (no image is ever given)
@@ -220,13 +203,12 @@ def build_tiny_chroma(folder: Path, seed: int = 0) -> Path:
     )
     pipe = ChromaPipeline(
         scheduler=flow_scheduler(shift=3.0, use_dynamic_shifting=True),
-        vae=tiny_vae(scaling_factor=0.3611, shift_factor=0.1159),
-        text_encoder=t5_model(tok, d_model=32),
+        vae=tiny_vae(),
+        text_encoder=t5_model(len(tok)),
         tokenizer=tok,
         transformer=finite(transformer, seed),
     )
-    pipe.save_pretrained(folder)
-    return folder
+    return saved(pipe, folder)
 
 
 def build_tiny_zimage(folder: Path, seed: int = 0) -> Path:
@@ -249,13 +231,12 @@ def build_tiny_zimage(folder: Path, seed: int = 0) -> Path:
     )
     pipe = ZImagePipeline(
         scheduler=flow_scheduler(shift=3.0, use_dynamic_shifting=False),
-        vae=tiny_vae(scaling_factor=0.3611, shift_factor=0.1159),
+        vae=tiny_vae(),
         text_encoder=qwen3_model(len(tok)),
         tokenizer=tok,
         transformer=finite(transformer, seed),
     )
-    pipe.save_pretrained(folder)
-    return folder
+    return saved(pipe, folder)
 
 
 def build_tiny_lumina2(folder: Path, seed: int = 0) -> Path:
@@ -291,12 +272,11 @@ def build_tiny_lumina2(folder: Path, seed: int = 0) -> Path:
     pipe = Lumina2Pipeline(
         transformer=finite(transformer, seed),
         scheduler=flow_scheduler(shift=6.0),
-        vae=tiny_vae(scaling_factor=0.3611, shift_factor=0.1159),
+        vae=tiny_vae(),
         text_encoder=text_encoder,
         tokenizer=tok,
     )
-    pipe.save_pretrained(folder)
-    return folder
+    return saved(pipe, folder)
 
 
 def build_tiny_qwenimage(folder: Path, seed: int = 0) -> Path:
@@ -329,8 +309,7 @@ def build_tiny_qwenimage(folder: Path, seed: int = 0) -> Path:
         tokenizer=tok,
         transformer=finite(transformer, seed),
     )
-    pipe.save_pretrained(folder)
-    return folder
+    return saved(pipe, folder)
 
 
 def build_tiny_auraflow(folder: Path, seed: int = 0) -> Path:
@@ -355,13 +334,12 @@ def build_tiny_auraflow(folder: Path, seed: int = 0) -> Path:
                 p.mul_(8)
     pipe = AuraFlowPipeline(
         tokenizer=tok,
-        text_encoder=umt5_model(len(tok)),
+        text_encoder=t5_model(len(tok), cls=UMT5EncoderModel),
         vae=tiny_vae(scaling_factor=0.13025, shift_factor=0.0),
         transformer=finite(transformer, seed),
         scheduler=flow_scheduler(shift=1.73),
     )
-    pipe.save_pretrained(folder)
-    return folder
+    return saved(pipe, folder)
 
 
 def build_tiny_flux2_klein(folder: Path, distilled: bool = False, seed: int = 0) -> Path:
@@ -380,16 +358,7 @@ def build_tiny_flux2_klein(folder: Path, distilled: bool = False, seed: int = 0)
         axes_dims_rope=(4, 4, 4, 4),
         guidance_embeds=False,
     )
-    vae = AutoencoderKLFlux2(
-        block_out_channels=(8,) * 4,
-        layers_per_block=1,
-        latent_channels=LATENT_CHANNELS,
-        norm_num_groups=4,
-        sample_size=64,
-        use_quant_conv=False,
-        use_post_quant_conv=False,
-        mid_block_add_attention=False,
-    )
+    vae = AutoencoderKLFlux2(**TINY_VAE, mid_block_add_attention=False)
     with torch.no_grad():  # trained statistics, not the identity of a fresh batch norm
         vae.bn.running_mean.normal_(0, 0.3)
         vae.bn.running_var.uniform_(0.5, 2.0)
@@ -401,8 +370,7 @@ def build_tiny_flux2_klein(folder: Path, distilled: bool = False, seed: int = 0)
         transformer=finite(transformer, seed),
         is_distilled=distilled,
     )
-    pipe.save_pretrained(folder)
-    return folder
+    return saved(pipe, folder)
 
 
 def build_tiny_hidream(folder: Path, seed: int = 0) -> Path:
@@ -443,37 +411,25 @@ def build_tiny_hidream(folder: Path, seed: int = 0) -> Path:
     )
     pipe = HiDreamImagePipeline(
         scheduler=flow_scheduler(shift=3.0, use_dynamic_shifting=False),
-        vae=tiny_vae(scaling_factor=0.3611, shift_factor=0.1159),
+        vae=tiny_vae(),
         text_encoder=clip(),
         tokenizer=clip_tok,
         text_encoder_2=clip(),
         tokenizer_2=clip_tok,
-        text_encoder_3=t5_model(t5_tok, d_model=32),
+        text_encoder_3=t5_model(len(t5_tok)),
         tokenizer_3=t5_tok,
         text_encoder_4=llama,
         tokenizer_4=llama_tok,
         transformer=finite(transformer, seed),
     )
-    pipe.save_pretrained(folder)
-    return folder
+    return saved(pipe, folder)
 
 
 def build_tiny_hunyuanimage(folder: Path, seed: int = 0) -> Path:
     """HunyuanImage 2.1: Qwen2.5-VL text (1000 tokens) plus byT5 glyph text for quoted words."""
     torch.manual_seed(seed)
     tok, byt5_tok = qwen_tokenizer(), ByT5Tokenizer()
-    byt5 = T5EncoderModel(
-        T5Config(
-            vocab_size=len(byt5_tok),
-            d_model=32,
-            d_kv=8,
-            d_ff=64,
-            num_layers=1,
-            num_heads=2,
-            relative_attention_num_buckets=8,
-            feed_forward_proj="gated-gelu",
-        )
-    )
+    byt5 = t5_model(len(byt5_tok), layers=1)
     transformer = HunyuanImageTransformer2DModel(
         in_channels=LATENT_CHANNELS,
         out_channels=LATENT_CHANNELS,
@@ -506,8 +462,7 @@ def build_tiny_hunyuanimage(folder: Path, seed: int = 0) -> Path:
         tokenizer_2=byt5_tok,
         transformer=finite(transformer, seed),
     )
-    pipe.save_pretrained(folder)
-    return folder
+    return saved(pipe, folder)
 
 
 BUILDERS: dict[str, Callable[[Path], Path]] = {

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import PROMPTS as TRAIN_PROMPTS
 from diffusers import DiffusionPipeline
 from diffusers_kit import build_tiny_flux, build_tiny_sd3
 from family_kit import BUILDERS
 from safetensors.torch import save_file
+from test_train_diffusers import tiny_run
 
 from normguard.trainer import families
 from normguard.trainer.backends.diffusers import DiffusersBackend
@@ -225,26 +225,7 @@ def test_lora_loads_in_the_pipeline_and_gives_our_velocity(family, tmp_path):
 @pytest.mark.parametrize("method", ["nft", "awm", "dpo", "grpo"])
 def test_every_method_trains_on_every_family(family, method, tmp_path):
     name, folder = family
-    cfg = TrainConfig(
-        model=str(folder),
-        prompts=TRAIN_PROMPTS[:2],
-        rewards=["jpeg_incompressibility"],
-        method=method,
-        iterations=2,
-        groups_per_iteration=1,
-        group_size=2,
-        sample_steps=2,
-        train_timesteps=1,
-        micro_batch_size=2,
-        lr=3e-2,
-        eval_every=0,
-        tensorboard=False,
-        out=str(tmp_path / "run"),
-        lora_rank=2,
-        height=H,
-        width=W,
-    )
-    result = train(cfg)
+    result = train(tiny_run(folder, tmp_path, method=method).replace(sample_steps=2, lora_rank=2))
     assert result.status == "finished" and result.iterations == 2
     facts = normguard_facts(read_lora_metadata(result.lora_path))
     assert facts["method"] == method
