@@ -277,6 +277,56 @@ SPECS["hidream"] = Spec(
 )
 
 
+# HunyuanImage 2.1 as model_detection reads it (hidden 3584 = 28 heads of 128, 2-D patches, byT5 glyph input):
+# hidden 128 (one head of 128, the real RoPE axes [64, 64]), 1 + 1 blocks; model_detection accepts this shape.
+# Its text encoder (Qwen2.5-VL-7B, the fourth-to-last hidden layer, with a small vision tower) and byT5-small
+# at width 1472, which the glyph mapper's input fixes, with one layer: ByT5SmallModel reads the unnamed
+# "_model_config" entry (ComfyUI gives it no model name).
+SPECS["hunyuanimage"] = Spec(
+    "HunyuanImage21",
+    {
+        "image_model": "hunyuan_video",
+        "in_channels": 64,
+        "patch_size": [1, 1],
+        "out_channels": 64,
+        "vec_in_dim": None,
+        "axes_dim": [64, 64],
+        "meanflow": False,
+        "context_in_dim": TE_WIDTH,
+        "hidden_size": 128,
+        "mlp_ratio": 4.0,
+        "num_heads": 1,
+        "depth": 1,
+        "depth_single_blocks": 1,
+        "theta": 256,
+        "qkv_bias": True,
+        "byt5": True,
+        "guidance_embed": False,
+        "use_cond_type_embedding": False,
+        "vision_in_dim": None,
+        "meanflow_sum": False,
+    },
+    {
+        "qwen25_7b_model_config": {
+            "hidden_size": TE_WIDTH,
+            "intermediate_size": 2 * TE_WIDTH,
+            "num_hidden_layers": 4,  # it reads layer -3
+            "num_attention_heads": 2,
+            "num_key_value_heads": 1,
+        },
+        "_model_config": {"num_layers": 1, "d_ff": 256, "num_heads": 2, "d_kv": 32},
+    },
+    vae="tiny_vae_hunyuan21.safetensors",
+    stock_unet=True,
+    latent="EmptyHunyuanImageLatent",
+)
+
+
+# Diffusion-model files of a family's variants that the trainer must refuse (file -> family, unet_config
+# changes): the meanflow-distilled HunyuanImage 2.1, whose extra time_r_in input model_detection reads
+VARIANTS = {"tiny_hunyuanimage_meanflow.safetensors": ("hunyuanimage", {"meanflow": True})}
+
+
 def _hidream_target() -> Any:
     """ComfyUI's QuadrupleCLIPLoader target (supported_models.HiDream has no clip_target of its own)."""
     import comfy.supported_models_base

@@ -32,7 +32,7 @@ def main(comfy_dir: str, models_dir: str) -> None:
         args.cpu = True
     import comfy.model_detection
     import comfy.supported_models
-    from family_specs import SPECS, VAES, building, target
+    from family_specs import SPECS, VAES, VARIANTS, building, target
     from kit import write_vae
 
     gen = torch.Generator().manual_seed(0)
@@ -90,8 +90,46 @@ def main(comfy_dir: str, models_dir: str) -> None:
         save(
             te_sd, f"text_encoders/tiny_{name}_te.safetensors", {"normguard.model_options": spec.clip_options}
         )
+    for file, (name, changes) in VARIANTS.items():
+        spec = SPECS[name]
+        unet = {**spec.unet, **changes}
+        model = getattr(comfy.supported_models, spec.comfy_class)(unet).get_model({})
+        sd = randomize(model.diffusion_model, spec.std)
+        detected = comfy.model_detection.detect_unet_config(sd, "") if spec.stock_unet else unet
+        assert all(detected.get(k) == v for k, v in changes.items()), f"{file} is detected as {detected}"
+        save(sd, f"diffusion_models/{file}", {"normguard.unet_config": unet})
     for file, (channels, batch_norm) in VAES.items():
         write_vae(os.path.join(models_dir, "vae", file), channels, batch_norm)
+    write_hunyuan21_vae(os.path.join(models_dir, "vae", SPECS["hunyuanimage"].vae))
+
+
+def write_hunyuan21_vae(path: str) -> None:
+    """HunyuanImage 2.1's VAE (64 latent channels, 32x). ComfyUI builds it at one fixed size (~405 M
+    parameters) for any file whose decoder takes 64 channels, so the kit's is that model, random (Kaiming
+    uniform, as torch initialises convolutions), fp16: ~0.8 GB."""
+    import logging
+    import math
+
+    import comfy.sd
+    import torch
+    from safetensors.torch import save_file
+
+    gen = torch.Generator().manual_seed(0)
+    logging.disable(logging.WARNING)  # the missing keys of this detection-only state dict
+    try:
+        vae = comfy.sd.VAE(sd={"decoder.conv_in.weight": torch.zeros(1024, 64, 3, 3)})
+    finally:
+        logging.disable(logging.NOTSET)
+    model = vae.first_stage_model
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.ndim > 1:
+                bound = 1 / math.sqrt(p[0].numel())  # kaiming_uniform_(a=sqrt(5))
+                p.copy_(torch.rand(p.shape, generator=gen) * 2 * bound - bound)
+            else:
+                p.fill_(1.0 if name.endswith("weight") else 0.0)  # norms' scales; biases
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    save_file({k: v.half().contiguous() for k, v in model.state_dict().items()}, path)
 
 
 if __name__ == "__main__":

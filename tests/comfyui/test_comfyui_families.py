@@ -12,13 +12,13 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from .client import train_start_warnings
+from .client import GraphError, train_start_warnings
 from .conftest import COMFYUI_PATH, COMFYUI_PYTHON
 from .graphs import KIT, loaders, sample, train
 from .server import ENV, HERE, REPO
 from .test_comfyui_nodes import latent
 
-FAMILIES = ["zimage", "lumina2", "qwenimage", "chroma", "auraflow", "flux2", "hidream"]
+FAMILIES = ["zimage", "lumina2", "qwenimage", "chroma", "auraflow", "flux2", "hidream", "hunyuanimage"]
 METHODS = ["nft", "awm", "dpo", "grpo"]
 # Verified families only. Z-Image: at the tiny width (dim 256) ComfyUI rounds the feed-forward width 682
 # up to 768 and diffusers does not (at the real 3840 both give 10240). Chroma: diffusers' converter reads
@@ -101,6 +101,16 @@ def test_step_distilled_variants_warn_for_nft_and_grpo(comfy, server, base_dir, 
     assert bool(warnings) == distilled
     if distilled:
         assert "GRPO on a step-distilled model: this model is step-distilled" in warnings[0]
+
+
+def test_a_meanflow_distilled_hunyuanimage_is_refused_at_the_start(comfy, loras):
+    """Its velocity depends on the next sampler step too (the distilled HunyuanImage 2.1, told by its
+    time_r_in weights): refused before any work, naming the reason, with the stock loader's MODEL."""
+    g = train("hunyuanimage", "fam_meanflow", iterations=1)
+    g["unet"]["inputs"]["unet_name"] = "tiny_hunyuanimage_meanflow.safetensors"
+    with pytest.raises(GraphError, match="meanflow-distilled"):
+        comfy.run(g)
+    assert not (loras / "fam_meanflow.safetensors").exists()
 
 
 @pytest.fixture(scope="module")

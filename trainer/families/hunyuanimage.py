@@ -18,6 +18,12 @@ FAMILY = Family(
     comfy_models=("HunyuanImage21",),
     # the default targets: both streams' attention, as for the other MMDiTs (no trainer default published)
     refused_pipelines=("HunyuanImageRefinerPipeline",),
+    # the same layers in ComfyUI's names: the token refiner's and the double blocks' attention (q/k/v fused),
+    # and the single blocks' linear1, whose first rows are diffusers' fused-away to_q/to_k/to_v
+    comfy_targets=(
+        *(f"{a}.{p}" for a in ("self_attn", "img_attn", "txt_attn") for p in ("qkv", "proj")),
+        "linear1",
+    ),
     notes="byT5 glyph embeddings for quoted text; the meanflow-distilled variant is refused",
 )
 

@@ -34,6 +34,12 @@ def flow_model_problem(patcher: Any) -> str | None:
             "model also turns it into a non-flow model.)"
         )
     if family_of(patcher.model) is not None:
+        if getattr(getattr(patcher.model.diffusion_model, "params", None), "meanflow", False):
+            return (
+                f"this MODEL ({kind}) is meanflow-distilled (HunyuanImage 2.1's distilled model): its "
+                "velocity depends on the next sampler step too, which NormGuard's methods do not model; "
+                "use the non-distilled model"
+            )
         return None  # (Qwen-Image's latents have a frame axis of length 1: checked by family, not by shape)
     dims = getattr(patcher.model.latent_format, "latent_dimensions", 2)
     if dims != 2:
