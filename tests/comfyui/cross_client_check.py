@@ -39,9 +39,85 @@ def mask(cond: dict, dtype: torch.dtype) -> torch.Tensor:
     return torch.ones(cond["c_crossattn"].shape[:2], dtype=dtype)
 
 
+# ComfyUI's HunyuanImage 2.1 names -> diffusers' (applied in order; diffusers has no single-file converter for
+# this model, and its HunyuanVideo one reads the original release's names with the width 3072 written in)
+HUNYUAN_RENAMES = (
+    ("img_in.", "x_embedder."),
+    ("time_in.in_layer", "time_guidance_embed.timestep_embedder.linear_1"),
+    ("time_in.out_layer", "time_guidance_embed.timestep_embedder.linear_2"),
+    ("txt_in.input_embedder", "context_embedder.proj_in"),
+    ("txt_in.t_embedder.in_layer", "context_embedder.time_text_embed.timestep_embedder.linear_1"),
+    ("txt_in.t_embedder.out_layer", "context_embedder.time_text_embed.timestep_embedder.linear_2"),
+    ("txt_in.c_embedder.in_layer", "context_embedder.time_text_embed.text_embedder.linear_1"),
+    ("txt_in.c_embedder.out_layer", "context_embedder.time_text_embed.text_embedder.linear_2"),
+    ("txt_in.individual_token_refiner.blocks", "context_embedder.token_refiner.refiner_blocks"),
+    ("self_attn.proj", "attn.to_out.0"),
+    ("double_blocks", "transformer_blocks"),
+    ("single_blocks", "single_transformer_blocks"),
+    ("img_mod.lin", "norm1.linear"),
+    ("txt_mod.lin", "norm1_context.linear"),
+    ("modulation.lin", "norm.linear"),
+    ("img_attn.proj", "attn.to_out.0"),
+    ("txt_attn.proj", "attn.to_add_out"),
+    ("img_attn.norm.query_norm", "attn.norm_q"),
+    ("img_attn.norm.key_norm", "attn.norm_k"),
+    ("txt_attn.norm.query_norm", "attn.norm_added_q"),
+    ("txt_attn.norm.key_norm", "attn.norm_added_k"),
+    ("norm.query_norm", "attn.norm_q"),
+    ("norm.key_norm", "attn.norm_k"),
+    ("img_mlp.0", "ff.net.0.proj"),
+    ("img_mlp.2", "ff.net.2"),
+    ("txt_mlp.0", "ff_context.net.0.proj"),
+    ("txt_mlp.2", "ff_context.net.2"),
+    ("mlp.0", "ff.net.0.proj"),
+    ("mlp.2", "ff.net.2"),
+    ("linear2", "proj_out"),
+    ("final_layer.linear", "proj_out"),
+    ("adaLN_modulation.1", "norm_out.linear"),
+    ("byt5_in.layernorm", "context_embedder_2.norm"),
+    ("byt5_in.fc1", "context_embedder_2.linear_1"),
+    ("byt5_in.fc2", "context_embedder_2.linear_2"),
+    ("byt5_in.fc3", "context_embedder_2.linear_3"),
+)
+# fused ComfyUI layers -> diffusers' parts, split along the output rows (linear1: q, k, v, then the MLP input)
+HUNYUAN_SPLITS = {
+    "self_attn.qkv": ("attn.to_q", "attn.to_k", "attn.to_v"),
+    "img_attn.qkv": ("attn.to_q", "attn.to_k", "attn.to_v"),
+    "txt_attn.qkv": ("attn.add_q_proj", "attn.add_k_proj", "attn.add_v_proj"),
+    "linear1": ("attn.to_q", "attn.to_k", "attn.to_v", "proj_mlp"),
+}
+
+
+def hunyuanimage_to_diffusers(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    hidden = sd["final_layer.linear.weight"].shape[1]
+    out = {}
+    for key, value in sd.items():
+        layer, _, kind = key.rpartition(".")
+        fused = next((f for f in HUNYUAN_SPLITS if layer.endswith("." + f)), None)
+        if fused is not None:
+            parts = HUNYUAN_SPLITS[fused]
+            sizes = [hidden] * 3 + [value.shape[0] - 3 * hidden] * (len(parts) - 3)
+            prefix = layer[: -len(fused)]
+            for part, tensor in zip(parts, value.split(sizes), strict=True):
+                out[rename(prefix + part) + "." + kind] = tensor
+            continue
+        if layer == "final_layer.adaLN_modulation.1":  # ComfyUI's (shift, scale) is diffusers' (scale, shift)
+            shift, scale = value.chunk(2)
+            value = torch.cat([scale, shift])
+            layer = "norm_out.linear"
+        out[rename(layer) + "." + kind] = value
+    return out
+
+
+def rename(layer: str) -> str:
+    for old, new in HUNYUAN_RENAMES:
+        layer = layer.replace(old, new)
+    return layer
+
+
 # family -> (diffusers pipeline, transformer, config from the ComfyUI unet_config, single-file converter
 # name or None, the adapter's conditioning from ComfyUI's: the model inputs its extra_conds made)
-DIFFUSERS: dict[str, tuple[str, str, Callable[[dict], dict], str | None, Callable[[dict], dict]]] = {
+DIFFUSERS: dict[str, tuple[str, str, Callable[[dict], dict], Any, Callable[[dict], dict]]] = {
     "qwenimage": (
         "QwenImagePipeline",
         "QwenImageTransformer2DModel",
@@ -146,6 +222,31 @@ DIFFUSERS: dict[str, tuple[str, str, Callable[[dict], dict], str | None, Callabl
         "convert_flux2_transformer_checkpoint_to_diffusers",
         lambda c: {"prompt_embeds": c["c_crossattn"]},
     ),
+    "hunyuanimage": (
+        "HunyuanImagePipeline",
+        "HunyuanImageTransformer2DModel",
+        lambda u: {
+            "in_channels": u["in_channels"],
+            "out_channels": u["out_channels"],
+            "num_attention_heads": u["num_heads"],
+            "attention_head_dim": u["hidden_size"] // u["num_heads"],
+            "num_layers": u["depth"],
+            "num_single_layers": u["depth_single_blocks"],
+            "patch_size": tuple(u["patch_size"]),
+            "guidance_embeds": u["guidance_embed"],
+            "text_embed_dim": u["context_in_dim"],
+            "text_embed_2_dim": 1472 if u["byt5"] else None,  # byT5-small's width: the glyph mapper's input
+            "rope_axes_dim": tuple(u["axes_dim"]),
+        },
+        hunyuanimage_to_diffusers,
+        # no quoted text in the prompt: no byT5 glyph tokens in either client
+        lambda c: {
+            "prompt_embeds": c["c_crossattn"],
+            "prompt_mask": mask(c, torch.bool),
+            "glyph_embeds": None,
+            "glyph_mask": None,
+        },
+    ),
     "hidream": (
         "HiDreamImagePipeline",
         "HiDreamImageTransformer2DModel",
@@ -182,9 +283,11 @@ def tiny_splits(sizes: dict[tuple[int, ...], tuple[int, ...]]) -> Iterator[None]
         torch.split = split
 
 
-def convert(name: str | None, sd: dict[str, torch.Tensor], sizes: dict) -> dict[str, torch.Tensor]:
+def convert(name: str | Callable | None, sd: dict[str, torch.Tensor], sizes: dict) -> dict[str, torch.Tensor]:
     if name is None:
         return dict(sd)
+    if callable(name):
+        return name(sd)
     import diffusers.loaders.single_file_utils as single_file
 
     with tiny_splits(sizes):
@@ -279,7 +382,11 @@ def main(comfy_dir: str, models: str, package_parent: str, family: str) -> dict[
         pipe = cls(
             **{**components, "transformer": module, "scheduler": diffusers.FlowMatchEulerDiscreteScheduler()}
         )
-        pipe.load_lora_weights(diffusers_lora(converter, sd, lora, sizes))
+        lora_diffusers = diffusers_lora(converter, sd, lora, sizes)
+        if hasattr(pipe, "load_lora_weights"):
+            pipe.load_lora_weights(lora_diffusers)
+        else:  # HunyuanImage's pipeline has no LoRA loader: its transformer's own
+            pipe.transformer.load_lora_adapter(lora_diffusers, prefix="transformer")
         adapter = ADAPTERS[pipeline].__new__(ADAPTERS[pipeline])
         adapter.pipe, adapter.source = pipe, ""
         comfy_cond = {k: v.float() for k, v in cond.items() if v.is_floating_point()}

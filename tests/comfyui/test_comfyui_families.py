@@ -23,7 +23,7 @@ METHODS = ["nft", "awm", "dpo", "grpo"]
 # Verified families only. Z-Image: at the tiny width (dim 256) ComfyUI rounds the feed-forward width 682
 # up to 768 and diffusers does not (at the real 3840 both give 10240). Chroma: diffusers' converter reads
 # the approximator norms as `.scale`, ComfyUI's tiny Chroma saves `.weight`.
-CROSS_CLIENT = ["qwenimage", "lumina2", "auraflow", "flux2", "hidream"]
+CROSS_CLIENT = ["qwenimage", "lumina2", "auraflow", "flux2", "hidream", "hunyuanimage"]
 
 
 def server_log(base_dir) -> str:
