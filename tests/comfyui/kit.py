@@ -166,7 +166,8 @@ def main(comfy_dir: str, models_dir: str, sd3_depth: int = 2, real: bool = False
 def write_vae(path: str, latent_channels: int, batch_norm: bool = False) -> None:
     """A random diffusers-format AutoencoderKL (ComfyUI fixes the encoder at 128 base channels, x8) in fp16.
     batch_norm: FLUX.2's VAE layout (latents 2x2-patchified to 4x the channels and batch-normalised, x16),
-    which ComfyUI recognises by its bn.running_mean/var keys."""
+    which ComfyUI recognises by its bn.running_mean/var keys and applies only in the class it builds for
+    files with quant convs, as the real FLUX.2 VAE has (diffusers' AutoencoderKLFlux2 default)."""
     import torch
     from diffusers import AutoencoderKL
     from safetensors.torch import save_file
@@ -180,8 +181,8 @@ def write_vae(path: str, latent_channels: int, batch_norm: bool = False) -> None
         up_block_types=["UpDecoderBlock2D"] * 4,
         block_out_channels=[128, 256, 512, 512],
         layers_per_block=2,
-        use_quant_conv=False,
-        use_post_quant_conv=False,
+        use_quant_conv=batch_norm,
+        use_post_quant_conv=batch_norm,
     )
     sd = {k: v.half().contiguous() for k, v in vae.state_dict().items()}
     if batch_norm:

@@ -38,6 +38,16 @@ def test_trains_two_iterations_with_every_method(comfy, loras, family, method):
     assert (loras / f"fam_{family}_{method}.safetensors").is_file()
 
 
+def test_a_vae_of_other_latents_is_refused_at_the_start(comfy, loras):
+    """FLUX.2 takes 128-channel latents: a 16-channel VAE is refused before the first rollout, naming the
+    family, not by a shape error in the first decode."""
+    g = train("flux2", "fam_wrong_vae")
+    g["vae"]["inputs"]["vae_name"] = "tiny_vae16.safetensors"
+    with pytest.raises(GraphError, match="VAE makes 16-channel latents but the FLUX.2 .* takes 128"):
+        comfy.run(g)
+    assert not (loras / "fam_wrong_vae.safetensors").exists()
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_lora_loads_in_the_stock_loader_with_every_key(comfy, base_dir, loras, output_dir, family):
     name = f"fam_{family}_lora.safetensors"

@@ -29,7 +29,14 @@ from torch import nn
 from ..adapter import lora_alpha
 from ..base import Cond, FlowBackend, check_image_size, check_prompts, check_steps, cond_select
 from .conditioning import PromptConditioning
-from .families import adds_residuals_in_place, architecture, default_targets, match_targets, step_distilled
+from .families import (
+    adds_residuals_in_place,
+    architecture,
+    default_targets,
+    family_of,
+    match_targets,
+    step_distilled,
+)
 from .identity import check_flow_model
 from .lora import (
     LORA_FORMATS,
@@ -70,6 +77,20 @@ def check_fully_loaded(patcher: Any) -> None:
     )
 
 
+def check_vae_fits(model: Any, vae: Any) -> None:
+    """Refuse a VAE whose latents the model does not take (e.g. FLUX.1's 16-channel VAE on FLUX.2, which
+    takes 128), before training: else the first decode, after the whole first rollout, fails on a shape."""
+    wanted = getattr(getattr(model.model, "latent_format", None), "latent_channels", None)
+    made = getattr(vae, "latent_channels", None)
+    if isinstance(wanted, int) and isinstance(made, int) and wanted != made:
+        family = family_of(model.model)
+        name = family.title if family is not None else type(model.model).__name__
+        raise ValueError(
+            f"NormGuard: the VAE makes {made}-channel latents but the {name} model takes {wanted}-channel "
+            "latents; connect the VAE made for this model (the one its sampling workflow decodes with)"
+        )
+
+
 # --- the backend -----------------------------------------------------------------------------------
 
 
@@ -104,6 +125,7 @@ class ComfyBackend(FlowBackend):
             raise ValueError("NormGuard: the CLIP input is empty (the checkpoint has no text encoder?)")
         if vae is None:
             raise ValueError("NormGuard: the VAE input is empty (the checkpoint has no VAE?)")
+        check_vae_fits(model, vae)
         if model.is_dynamic():
             # ComfyUI's dynamic VRAM (the GPU default) streams weights through buffers that autograd
             # cannot use; its documented way out is a plain patcher, which reloads the weights from
