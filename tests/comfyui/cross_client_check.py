@@ -22,10 +22,11 @@ import torch
 
 
 def flux_blocks(u: dict) -> dict:
-    """The diffusers config of FLUX-style blocks (Chroma, FLUX.2) from ComfyUI's unet_config."""
+    """The diffusers config of FLUX-style blocks (FLUX.1, Chroma, FLUX.2) from ComfyUI's unet_config."""
     return {
         "patch_size": 1,
-        "in_channels": u["in_channels"],
+        # FLUX.1's ComfyUI in_channels counts latent channels, diffusers' the packed 2x2 patch's
+        "in_channels": u["in_channels"] * (4 if u.get("image_model") == "flux" else 1),
         "num_layers": u["depth"],
         "num_single_layers": u["depth_single_blocks"],
         "attention_head_dim": u["hidden_size"] // u["num_heads"],
@@ -118,6 +119,37 @@ def rename(layer: str) -> str:
 # family -> (diffusers pipeline, transformer, config from the ComfyUI unet_config, single-file converter
 # name or None, the adapter's conditioning from ComfyUI's: the model inputs its extra_conds made)
 DIFFUSERS: dict[str, tuple[str, str, Callable[[dict], dict], Any, Callable[[dict], dict]]] = {
+    "sd3": (
+        "StableDiffusion3Pipeline",
+        "SD3Transformer2DModel",
+        lambda u: {
+            "sample_size": u["pos_embed_max_size"],
+            "patch_size": u["patch_size"],
+            "in_channels": u["in_channels"],
+            "num_layers": u["depth"],
+            "attention_head_dim": 64,  # MMDiT: hidden 64 x depth, depth heads
+            "num_attention_heads": u["depth"],
+            "joint_attention_dim": u["context_embedder_config"]["params"]["in_features"],
+            "caption_projection_dim": 64 * u["depth"],
+            "pooled_projection_dim": u["adm_in_channels"],
+            "out_channels": u["out_channels"],
+            "pos_embed_max_size": u["pos_embed_max_size"],
+        },
+        "convert_sd3_transformer_checkpoint_to_diffusers",
+        lambda c: {"prompt_embeds": c["c_crossattn"], "pooled_prompt_embeds": c["y"]},
+    ),
+    "flux": (
+        "FluxPipeline",
+        "FluxTransformer2DModel",
+        lambda u: {
+            **flux_blocks(u),
+            "pooled_projection_dim": u["vec_in_dim"],
+            "guidance_embeds": u["guidance_embed"],
+            "axes_dims_rope": tuple(u["axes_dim"]),
+        },
+        "convert_flux_transformer_checkpoint_to_diffusers",
+        lambda c: {"prompt_embeds": c["c_crossattn"], "pooled_prompt_embeds": c["y"]},
+    ),
     "qwenimage": (
         "QwenImagePipeline",
         "QwenImageTransformer2DModel",
@@ -188,7 +220,8 @@ DIFFUSERS: dict[str, tuple[str, str, Callable[[dict], dict], Any, Callable[[dict
             "approximator_layers": u["n_layers"],
         },
         "convert_chroma_transformer_checkpoint_to_diffusers",
-        lambda c: {"prompt_embeds": c["c_crossattn"], "prompt_attention_mask": mask(c, torch.long)},
+        # float, as ChromaPipeline makes it (it extends the mask with bool ones: a long mask fails there)
+        lambda c: {"prompt_embeds": c["c_crossattn"], "prompt_attention_mask": mask(c, torch.float32)},
     ),
     "auraflow": (
         "AuraFlowPipeline",
@@ -326,6 +359,7 @@ def diffusers_lora(
 
 
 def main(comfy_dir: str, models: str, package_parent: str, family: str) -> dict[str, Any]:
+    """The check's figures (see the module docstring) as a dict."""
     sys.path[:0] = [comfy_dir, package_parent, __file__.rsplit("/", 1)[0]]
     from comfy.cli_args import args
 
@@ -339,13 +373,29 @@ def main(comfy_dir: str, models: str, package_parent: str, family: str) -> dict[
     from normguard.trainer.backends.comfy import ComfyBackend
     from normguard.trainer.families import ADAPTERS
 
+    stock_clip = {
+        "sd3": comfy.sd.CLIPType.SD3,
+        "flux": comfy.sd.CLIPType.STABLE_DIFFUSION,
+    }  # clip types (graphs.py)
+
     pipeline, transformer_class, config, converter, text_cond = DIFFUSERS[family]
-    spec = SPECS[family]
-    unet_file = f"{models}/diffusion_models/tiny_{family}.safetensors"
     with torch.inference_mode():
-        model = load_unet(family, unet_file)
-        clip = load_clip(family, f"{models}/text_encoders/tiny_{family}_te.safetensors")
-        vae = comfy.sd.VAE(sd=comfy.utils.load_torch_file(f"{models}/vae/{spec.vae}"))
+        if family in stock_clip:  # kit.py's SD3 / FLUX.1, through the core loaders
+            unet_file = f"{models}/diffusion_models/tiny_{family}.safetensors"
+            model = comfy.sd.load_diffusion_model(unet_file)
+            clip = comfy.sd.load_clip(
+                [f"{models}/text_encoders/tiny_clip_l.safetensors"], clip_type=stock_clip[family]
+            )
+            vae_file = "tiny_vae16.safetensors"
+            unet_config = model.model.model_config.unet_config  # as detected from the file
+        else:
+            spec = SPECS[family]
+            unet_file = f"{models}/diffusion_models/tiny_{family}.safetensors"
+            model = load_unet(family, unet_file)
+            clip = load_clip(family, f"{models}/text_encoders/tiny_{family}_te.safetensors")
+            vae_file = spec.vae
+            unet_config = spec.unet
+        vae = comfy.sd.VAE(sd=comfy.utils.load_torch_file(f"{models}/vae/{vae_file}"))
     prompt = ["a red cube"]
     with torch.inference_mode(False), torch.no_grad():
         trainer = ComfyBackend(model, clip, vae, height=64, width=64, prompts=prompt)
@@ -353,7 +403,7 @@ def main(comfy_dir: str, models: str, package_parent: str, family: str) -> dict[
         trainer.add_lora(4, alpha=8, init="gaussian_nonzero")
         for name, p in trainer.named_trainable().items():
             if name.endswith("lora_up"):
-                p.mul_(10)
+                p.mul_(30)  # a clear effect on the std-0.02 SD3/FLUX.1 kit too
         lora = trainer.lora_state_dict()
         cond = trainer.encode_prompts(prompt * 2)
         c, h, w = trainer.latent_shape(64, 64)
@@ -374,23 +424,26 @@ def main(comfy_dir: str, models: str, package_parent: str, family: str) -> dict[
 
         sd = {k: v.float() for k, v in comfy.utils.load_torch_file(unet_file).items()}
         # in eval mode, as from_pretrained leaves it (HiDream's transformer returns patches while training)
-        module = getattr(diffusers, transformer_class)(**config(spec.unet)).eval()
-        sizes = split_sizes(family, spec.unet)
+        module = getattr(diffusers, transformer_class)(**config(unet_config)).eval()
+        sizes = split_sizes(family, unet_config)
         missing, unexpected = module.load_state_dict(convert(converter, sd, sizes), strict=False)
         cls = getattr(diffusers, pipeline)  # only the transformer matters here: no text encoders, no VAE
         components = {p: None for p in inspect.signature(cls.__init__).parameters if p != "self"}
         pipe = cls(
             **{**components, "transformer": module, "scheduler": diffusers.FlowMatchEulerDiscreteScheduler()}
         )
+        adapter = ADAPTERS[pipeline].__new__(ADAPTERS[pipeline])
+        adapter.pipe, adapter.source = pipe, ""
+        comfy_cond = {k: v.float() for k, v in cond.items() if v.is_floating_point()}
+        # FLUX.1-dev: the guidance ComfyUI's extra_conds gave (its default, 3.5)
+        guidance = float(cond["guidance"][0]) if "guidance" in cond else None
+        diffusers_base = adapter.predict(pipe.transformer, x, sigma, text_cond(comfy_cond), guidance)
         lora_diffusers = diffusers_lora(converter, sd, lora, sizes)
         if hasattr(pipe, "load_lora_weights"):
             pipe.load_lora_weights(lora_diffusers)
         else:  # HunyuanImage's pipeline has no LoRA loader: its transformer's own
             pipe.transformer.load_lora_adapter(lora_diffusers, prefix="transformer")
-        adapter = ADAPTERS[pipeline].__new__(ADAPTERS[pipeline])
-        adapter.pipe, adapter.source = pipe, ""
-        comfy_cond = {k: v.float() for k, v in cond.items() if v.is_floating_point()}
-        diffusers_v = adapter.predict(pipe.transformer, x, sigma, text_cond(comfy_cond), None)
+        diffusers_v = adapter.predict(pipe.transformer, x, sigma, text_cond(comfy_cond), guidance)
     return {
         "not_loaded": [r for r in records if "lora key not loaded" in r],
         "weights_missing": list(missing),
@@ -398,6 +451,7 @@ def main(comfy_dir: str, models: str, package_parent: str, family: str) -> dict[
         "lora_effect": float((trained - base).abs().max()),
         "stock_vs_trained": float((comfy_v - trained).abs().max()),
         "diffusers_vs_comfyui": float((diffusers_v - comfy_v).abs().max()),
+        "base_diffusers_vs_comfyui": float((diffusers_base - base).abs().max()),  # the model alone
         "scale": float(comfy_v.abs().max()),
     }
 

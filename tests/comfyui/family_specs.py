@@ -23,6 +23,7 @@ class Spec:
     latent: str = "EmptySD3LatentImage"  # the empty-latent node of the family's workflows
     spiece: bool = False  # the tokenizer ships in the text-encoder file (a SentencePiece model; Gemma)
     std: float = 0.06  # at 0.02 some families' modulation gates leave a LoRA's effect near float noise
+    norm_scale: bool = False  # the released files name RMSNorm weights `.scale` (kit.rms_norm_scales)
 
 
 def target(model_config: Any, spec: Spec) -> Any:
@@ -143,7 +144,10 @@ SPECS: dict[str, Spec] = {
 
 # T5-style encoders (comfy.text_encoders.t5.T5 configs) at the shrunk width
 T5_TINY = {"d_model": TE_WIDTH, "d_ff": 2 * TE_WIDTH, "d_kv": 32, "num_heads": 4, "num_layers": 2}
-SPECS["chroma"] = Spec(  # model_detection fixes hidden 3072 (out_dim) and the approximator: at hidden 128
+# model_detection fixes hidden 3072 (out_dim) and the approximator: at hidden 128. The real depths (19 double,
+# 38 single blocks) stay: ComfyUI's Chroma reads the final layer's modulation at the fixed index 342-343 of
+# its 344 (3 x 38 + 12 x 19 + 2) approximator outputs, diffusers' at the last two of as many as the depths give
+SPECS["chroma"] = Spec(
     "Chroma",
     {
         "image_model": "chroma",
@@ -153,8 +157,8 @@ SPECS["chroma"] = Spec(  # model_detection fixes hidden 3072 (out_dim) and the a
         "hidden_size": 128,
         "mlp_ratio": 4.0,
         "num_heads": 1,
-        "depth": 1,
-        "depth_single_blocks": 1,
+        "depth": 19,
+        "depth_single_blocks": 38,
         "axes_dim": [16, 56, 56],
         "theta": 10000,
         "patch_size": 2,
@@ -167,6 +171,7 @@ SPECS["chroma"] = Spec(  # model_detection fixes hidden 3072 (out_dim) and the a
         "vec_in_dim": None,
     },
     {"t5xxl_model_config": T5_TINY},  # T5-XXL's class (PixArt's wrapper, as ComfyUI's Chroma uses)
+    norm_scale=True,
 )
 SPECS["auraflow"] = Spec(  # model_detection fixes dim 3072 and the text width 2048 (Pile-T5-XL): at dim 128
     "AuraFlow",
@@ -225,6 +230,7 @@ SPECS["flux2"] = Spec(
     clip_target=lambda: _klein_target(),
     vae="tiny_vae_flux2.safetensors",
     stock_unet=True,
+    norm_scale=True,
     latent="EmptyFlux2LatentImage",
 )
 

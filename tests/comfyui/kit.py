@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import sys
+from typing import Any
 
 TINY_FLUX = {
     "image_model": "flux",
@@ -65,6 +66,18 @@ def sd3_config(depth: int, pos_embed_max_size: int = 32, self_attn_layers: list[
     }
 
 
+def rms_norm_scales(module: Any, sd: dict) -> dict:
+    """`sd` with every RMSNorm weight named `<path>.scale`, as the released files of BFL's FLUX code (FLUX.1,
+    FLUX.2, Chroma) name them; ComfyUI's process_unet_state_dict and diffusers' converters read that name."""
+
+    def name(key: str) -> str:
+        path, _, leaf = key.rpartition(".")
+        owner = module.get_submodule(path) if path else module
+        return f"{path}.scale" if leaf == "weight" and "RMSNorm" in type(owner).__name__ else key
+
+    return {name(k): v for k, v in sd.items()}
+
+
 def main(comfy_dir: str, models_dir: str, sd3_depth: int = 2, real: bool = False) -> None:
     sys.path.insert(0, comfy_dir)
     import torch
@@ -102,11 +115,18 @@ def main(comfy_dir: str, models_dir: str, sd3_depth: int = 2, real: bool = False
         save_file(cast, path)
 
     def diffusion_model(
-        config_cls, cfg: dict, expect: str, file: str, dtype: torch.dtype | None = None
+        config_cls,
+        cfg: dict,
+        expect: str,
+        file: str,
+        dtype: torch.dtype | None = None,
+        norm_scale: bool = False,
     ) -> None:
         model = config_cls(cfg).get_model({})
         randomize(model.diffusion_model)
         sd = model.diffusion_model.state_dict()
+        if norm_scale:
+            sd = rms_norm_scales(model.diffusion_model, sd)
         detected = comfy.model_detection.model_config_from_unet(sd, "")
         assert type(detected).__name__ == expect, f"{file} is detected as {detected}"
         save(sd, os.path.join(models_dir, "diffusion_models", file), dtype)
@@ -148,7 +168,7 @@ def main(comfy_dir: str, models_dir: str, sd3_depth: int = 2, real: bool = False
         )
 
     diffusion_model(comfy.supported_models.SD3, sd3_config(sd3_depth), "SD3", "tiny_sd3.safetensors")
-    diffusion_model(comfy.supported_models.Flux, TINY_FLUX, "Flux", "tiny_flux.safetensors")
+    diffusion_model(comfy.supported_models.Flux, TINY_FLUX, "Flux", "tiny_flux.safetensors", norm_scale=True)
 
     with open(os.path.join(comfy_dir, "comfy", "sd1_clip_config.json")) as f:
         clip_config = json.load(f)

@@ -33,7 +33,7 @@ def main(comfy_dir: str, models_dir: str) -> None:
     import comfy.model_detection
     import comfy.supported_models
     from family_specs import SPECS, VAES, VARIANTS, building, target
-    from kit import write_vae
+    from kit import rms_norm_scales, write_vae
 
     gen = torch.Generator().manual_seed(0)
 
@@ -79,6 +79,8 @@ def main(comfy_dir: str, models_dir: str) -> None:
         with building(name):
             model = config.get_model({})
             sd = randomize(model.diffusion_model, spec.std)
+            if spec.norm_scale:
+                sd = rms_norm_scales(model.diffusion_model, sd)
             if spec.stock_unet:
                 detected = comfy.model_detection.model_config_from_unet(sd, "")
                 assert type(detected).__name__ == spec.comfy_class, f"{name} is detected as {detected}"

@@ -1,6 +1,7 @@
-"""Model families beyond SD3 and FLUX.1 in a real ComfyUI, built tiny from their own classes
-(kit_families.py): training with every method, the probe under cfg > 1 and a 2-evaluation sampler, and
-the saved LoRA in the stock LoraLoaderModelOnly (every key loaded, the output changed)."""
+"""Every model family in a real ComfyUI, built tiny from its own classes (kit.py: SD3, FLUX.1;
+kit_families.py: the others): training with every method, the probe under cfg > 1 and a 2-evaluation
+sampler, the saved LoRA in the stock LoraLoaderModelOnly (every key loaded, the output changed), and one
+LoRA giving the same velocity in ComfyUI and diffusers."""
 
 from __future__ import annotations
 
@@ -18,12 +19,32 @@ from .graphs import KIT, loaders, sample, train
 from .server import ENV, HERE, REPO
 from .test_comfyui_nodes import latent
 
-FAMILIES = ["zimage", "lumina2", "qwenimage", "chroma", "auraflow", "flux2", "hidream", "hunyuanimage"]
+FAMILIES = [
+    "sd3",
+    "flux",
+    "zimage",
+    "lumina2",
+    "qwenimage",
+    "chroma",
+    "auraflow",
+    "flux2",
+    "hidream",
+    "hunyuanimage",
+]
 METHODS = ["nft", "awm", "dpo", "grpo"]
-# Verified families only. Z-Image: at the tiny width (dim 256) ComfyUI rounds the feed-forward width 682
-# up to 768 and diffusers does not (at the real 3840 both give 10240). Chroma: diffusers' converter reads
-# the approximator norms as `.scale`, ComfyUI's tiny Chroma saves `.weight`.
-CROSS_CLIENT = ["qwenimage", "lumina2", "auraflow", "flux2", "hidream", "hunyuanimage"]
+# Verified families only. Z-Image: at the tiny width (dim 256) the feed-forward and timestep-MLP widths of
+# ComfyUI and diffusers differ (README [f]; at the real 3840 they agree).
+CROSS_CLIENT = [
+    "sd3",
+    "flux",
+    "qwenimage",
+    "lumina2",
+    "auraflow",
+    "flux2",
+    "chroma",
+    "hidream",
+    "hunyuanimage",
+]
 
 
 def server_log(base_dir) -> str:

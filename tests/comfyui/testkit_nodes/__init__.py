@@ -37,8 +37,14 @@ def load_unet(family: str, path: str, disable_dynamic: bool = False):
         model, load_device=mm.get_torch_device(), offload_device=mm.unet_offload_device()
     )
     model.load_model_weights(sd, "")
-    patcher.cached_patcher_init = (load_unet, (family, path))
+    # the path first, as the core loaders keep it (load_diffusion_model(unet_path, model_options)): the
+    # trainer reads the file name from there (Z-Image-Turbo is told from Z-Image by its file name only)
+    patcher.cached_patcher_init = (reload_unet, (path, family))
     return patcher
+
+
+def reload_unet(path: str, family: str):
+    return load_unet(family, path)
 
 
 def load_clip(family: str, path: str):
