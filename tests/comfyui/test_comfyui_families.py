@@ -59,6 +59,15 @@ def test_trains_two_iterations_with_every_method(comfy, loras, family, method):
     assert (loras / f"fam_{family}_{method}.safetensors").is_file()
 
 
+@pytest.mark.parametrize("family", FAMILIES)
+def test_trains_with_classifier_free_guidance(comfy, loras, family):
+    """cfg > 1 in the rollouts: the empty negative prompt's conditioning (its text length, masks, pooled
+    vector) goes through the model beside the prompts'."""
+    out = comfy.run(train(family, f"fam_{family}_cfg", iterations=1, method="grpo", cfg=2.0))
+    assert "finished: 1 iterations" in out["train"]["text"][0]
+    assert (loras / f"fam_{family}_cfg.safetensors").is_file()
+
+
 def test_a_vae_of_other_latents_is_refused_at_the_start(comfy, loras):
     """FLUX.2 takes 128-channel latents: a 16-channel VAE is refused before the first rollout, naming the
     family, not by a shape error in the first decode."""
