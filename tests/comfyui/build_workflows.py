@@ -260,8 +260,8 @@ type `lumina2`), `vae/ae.safetensors` (all from `Comfy-Org/z_image_turbo`).
 **Why AWM**: Turbo is step-distilled (8 steps, cfg 1), which is how people sample it. NFT and GRPO assume a
 many-step schedule (the trainer warns for them on a model file named *turbo*); AWM trains the
 advantage-weighted flow-matching loss on the policy's own 8-step samples, so the LoRA is trained on, and
-works with, the model you sample. For NFT or GRPO, load the undistilled `z_image_bf16.safetensors`
-(`Comfy-Org/z_image`) and sample it with 30-50 steps at cfg 4.
+works with, the model you sample. For NFT or GRPO, train the undistilled Z-Image (`Comfy-Org/z_image`,
+ComfyUI's *Z-Image* template) and sample it with 30-50 steps at cfg 4.
 
 **Reward**: PickScore needs `models/rewards/PickScore_v1` and the `CLIP-ViT-H-14-laion2B-s32B-b79K`
 processor folder; any other *NormGuard Reward* node fits. The LoRA goes to `models/loras/`.
