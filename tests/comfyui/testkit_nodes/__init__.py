@@ -43,8 +43,9 @@ def load_unet(family: str, path: str, disable_dynamic: bool = False):
     return patcher
 
 
-def reload_unet(path: str, family: str):
-    return load_unet(family, path)
+def reload_unet(path: str, family: str, disable_dynamic: bool = False):
+    """What ComfyUI calls to rebuild the MODEL (clone(force_deepcopy=True) passes disable_dynamic)."""
+    return load_unet(family, path, disable_dynamic)
 
 
 def load_clip(family: str, path: str):
