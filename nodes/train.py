@@ -228,7 +228,8 @@ class NormGuardTrainLoRA(io.ComfyNode):
             # as ComfyUI marks its own trainer: settings and outputs may still change between versions
             is_experimental=True,
             description=(
-                "Reward fine-tuning (NFT, AWM, DPO, GRPO) of the loaded flow model (SD3/SD3.5, FLUX.1, ...) with "
+                "Reward fine-tuning (NFT, AWM, DPO, GRPO) of the loaded flow model (SD3/SD3.5, FLUX.1, FLUX.2, "
+                "Chroma, Z-Image, Lumina 2, Qwen-Image, HiDream, AuraFlow, HunyuanImage 2.1) with "
                 "the NormGuard velocity-norm penalty. Saves the LoRA into the loras folder; queue the same graph "
                 "again to resume a cancelled run."
             ),
