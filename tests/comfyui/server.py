@@ -3,6 +3,7 @@ by the tests (conftest.py) and the peer benchmark (benchmarks/comfyui_peers.py).
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import shutil
@@ -53,10 +54,14 @@ def cached_kit(cache: Path, comfy_path: str, python: str, sd3_depth: int) -> Pat
     for name in KIT_SOURCES:
         key.update((HERE / name).read_bytes())
     folder = cache / key.hexdigest()[:12]
-    if not (folder / "done").is_file():
-        shutil.rmtree(folder, ignore_errors=True)
-        build_kit(folder / "models", comfy_path, python, sd3_depth)
-        (folder / "done").touch()
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    # one builder at a time: a second test run waits for the first's kit instead of deleting it mid-build
+    with open(cache / f"{folder.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (folder / "done").is_file():
+            shutil.rmtree(folder, ignore_errors=True)
+            build_kit(folder / "models", comfy_path, python, sd3_depth)
+            (folder / "done").touch()
     return folder / "models"
 
 
