@@ -78,6 +78,16 @@ def test_a_vae_of_other_latents_is_refused_at_the_start(comfy, loras):
     assert not (loras / "fam_wrong_vae.safetensors").exists()
 
 
+def test_a_lora_format_the_family_lacks_is_refused_naming_the_family(comfy, loras):
+    """Z-Image runs as ComfyUI's Lumina2 class: the refusal names Z-Image, before the first rollout."""
+    g = train("zimage", "fam_zimage_kohya", options={"lora_format": "kohya"})
+    with pytest.raises(
+        GraphError, match="lora_format 'kohya' exists for SD3/SD3.5 and FLUX.1 models, not Z-Image"
+    ):
+        comfy.run(g)
+    assert not (loras / "fam_zimage_kohya.safetensors").exists()
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_lora_loads_in_the_stock_loader_with_every_key(comfy, base_dir, loras, output_dir, family):
     name = f"fam_{family}_lora.safetensors"

@@ -33,8 +33,8 @@ from .families import (
     adds_residuals_in_place,
     architecture,
     default_targets,
-    family_of,
     match_targets,
+    model_name,
     step_distilled,
 )
 from .identity import check_flow_model
@@ -83,11 +83,10 @@ def check_vae_fits(model: Any, vae: Any) -> None:
     wanted = getattr(getattr(model.model, "latent_format", None), "latent_channels", None)
     made = getattr(vae, "latent_channels", None)
     if isinstance(wanted, int) and isinstance(made, int) and wanted != made:
-        family = family_of(model.model)
-        name = family.title if family is not None else type(model.model).__name__
         raise ValueError(
-            f"NormGuard: the VAE makes {made}-channel latents but the {name} model takes {wanted}-channel "
-            "latents; connect the VAE made for this model (the one its sampling workflow decodes with)"
+            f"NormGuard: the VAE makes {made}-channel latents but the {model_name(model.model)} model takes "
+            f"{wanted}-channel latents; connect the VAE made for this model (the one its sampling workflow "
+            "decodes with)"
         )
 
 

@@ -34,6 +34,13 @@ def family_of(model: Any) -> Family | None:
     return COMFY_FAMILIES.get(comfy_class(model))
 
 
+def model_name(model: Any) -> str:
+    """What refusals call a BaseModel: its family's title (Z-Image runs as ComfyUI's Lumina2 class), else
+    the class name."""
+    family = family_of(model)
+    return family.title if family is not None else type(model).__name__
+
+
 def match_targets(names: Sequence[str], targets: Sequence[str]) -> list[str]:
     """Names equal to a target or ending in '.' + target (peft's rule for target_modules)."""
     return [n for n in names if any(n == t or n.endswith("." + t) for t in targets)]

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from ..adapter import check_fits, check_shape, export_weight, lora_delta
-from .families import diffusers_converter
+from .families import diffusers_converter, model_name
 
 LORA_FORMATS = ("comfyui", "diffusers", "kohya")
 KOHYA_PREFIX = "lora_unet_"
@@ -115,7 +115,7 @@ def check_kohya(model: Any) -> None:
     """kohya's names are defined for SD3/SD3.5 and FLUX.1 (refused before training for other models)."""
     if diffusers_converter(model) is None:
         raise ValueError(
-            f"lora_format 'kohya' exists for SD3/SD3.5 and FLUX.1 models, not {type(model).__name__}; use 'comfyui'"
+            f"lora_format 'kohya' exists for SD3/SD3.5 and FLUX.1 models, not {model_name(model)}; use 'comfyui'"
         )
 
 
@@ -125,7 +125,7 @@ def diffusers_layer_names(model: Any) -> dict[str, list[tuple[str, tuple | None]
     convert = diffusers_converter(model)
     if convert is None:
         raise ValueError(
-            f"lora_format 'diffusers' exists for SD3/SD3.5 and FLUX.1 models, not {type(model).__name__}; use 'comfyui'"
+            f"lora_format 'diffusers' exists for SD3/SD3.5 and FLUX.1 models, not {model_name(model)}; use 'comfyui'"
         )
     names: dict[str, list[tuple[str, tuple | None]]] = {}
     for key, target in convert(model.model_config.unet_config, output_prefix="diffusion_model.").items():
