@@ -13,7 +13,9 @@ from __future__ import annotations
 import inspect
 import json
 import logging
+import shutil
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -358,6 +360,26 @@ def diffusers_lora(
     return out
 
 
+# unet_config changes where the kit's width cannot serve both clients. Z-Image: diffusers' feed-forward is
+# int(dim x 8 / 3) wide and its timestep MLP 1024, ComfyUI rounds the first up to a multiple of 256 and takes
+# min(dim, 1024) for the second; both agree from dim 1152 on (the real 3840 too), so the check builds its own
+# Z-Image there (1 layer and the 2 + 2 refiners, ~85 M parameters) where the kit's trains at 256
+WIDER = {"zimage": {"dim": 1152, "n_heads": 9, "n_kv_heads": 9, "n_layers": 1}}
+
+
+def wider_unet(family: str, spec: Any, folder: str) -> tuple[str, dict]:
+    """The family's tiny model with WIDER's changes, written as the kit writes it; (file, unet_config)."""
+    import comfy.supported_models
+    from kit_families import random_weights, save_with_metadata
+
+    config = {**spec.unet, **WIDER[family]}
+    model = getattr(comfy.supported_models, spec.comfy_class)(dict(config)).get_model({})
+    sd = random_weights(model.diffusion_model, spec.std, torch.Generator().manual_seed(0))
+    path = f"{folder}/tiny_{family}_wide.safetensors"
+    save_with_metadata(path, sd, {"normguard.unet_config": config})
+    return path, config
+
+
 def main(comfy_dir: str, models: str, package_parent: str, family: str) -> dict[str, Any]:
     """The check's figures (see the module docstring) as a dict."""
     sys.path[:0] = [comfy_dir, package_parent, __file__.rsplit("/", 1)[0]]
@@ -379,6 +401,7 @@ def main(comfy_dir: str, models: str, package_parent: str, family: str) -> dict[
     }  # clip types (graphs.py)
 
     pipeline, transformer_class, config, converter, text_cond = DIFFUSERS[family]
+    scratch = tempfile.mkdtemp(prefix="normguard-cross-")
     with torch.inference_mode():
         if family in stock_clip:  # kit.py's SD3 / FLUX.1, through the core loaders
             unet_file = f"{models}/diffusion_models/tiny_{family}.safetensors"
@@ -390,11 +413,12 @@ def main(comfy_dir: str, models: str, package_parent: str, family: str) -> dict[
             unet_config = model.model.model_config.unet_config  # as detected from the file
         else:
             spec = SPECS[family]
-            unet_file = f"{models}/diffusion_models/tiny_{family}.safetensors"
+            unet_file, unet_config = f"{models}/diffusion_models/tiny_{family}.safetensors", spec.unet
+            if family in WIDER:
+                unet_file, unet_config = wider_unet(family, spec, scratch)
             model = load_unet(family, unet_file)
             clip = load_clip(family, f"{models}/text_encoders/tiny_{family}_te.safetensors")
             vae_file = spec.vae
-            unet_config = spec.unet
         vae = comfy.sd.VAE(sd=comfy.utils.load_torch_file(f"{models}/vae/{vae_file}"))
     prompt = ["a red cube"]
     with torch.inference_mode(False), torch.no_grad():
@@ -444,6 +468,7 @@ def main(comfy_dir: str, models: str, package_parent: str, family: str) -> dict[
         else:  # HunyuanImage's pipeline has no LoRA loader: its transformer's own
             pipe.transformer.load_lora_adapter(lora_diffusers, prefix="transformer")
         diffusers_v = adapter.predict(pipe.transformer, x, sigma, text_cond(comfy_cond), guidance)
+    shutil.rmtree(scratch)
     return {
         "not_loaded": [r for r in records if "lora key not loaded" in r],
         "weights_missing": list(missing),

@@ -20,13 +20,36 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
+
+
+def random_weights(module: Any, std: float, gen: Any) -> dict:
+    """Fill `module` with random weights (biases 0, norm scales 1); its floating-point state dict."""
+    import torch
+
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            if name.endswith("bias"):
+                p.zero_()
+            elif p.ndim == 1 and "norm" in name:
+                p.fill_(1.0)
+            else:
+                p.copy_(torch.randn(p.shape, generator=gen) * std)
+    return {k: v.contiguous() for k, v in module.state_dict().items() if v.is_floating_point()}
+
+
+def save_with_metadata(path: str, sd: dict, meta: dict) -> None:
+    """A safetensors file whose metadata values are JSON (the test loaders read them)."""
+    from safetensors.torch import save_file
+
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    save_file(sd, path, metadata={k: json.dumps(v) for k, v in meta.items()})
 
 
 def main(comfy_dir: str, models_dir: str) -> None:
     sys.path[:0] = [comfy_dir, str(Path(__file__).resolve().parent)]
     import torch
     from comfy.cli_args import args
-    from safetensors.torch import save_file
 
     if not torch.cuda.is_available():
         args.cpu = True
@@ -38,20 +61,10 @@ def main(comfy_dir: str, models_dir: str) -> None:
     gen = torch.Generator().manual_seed(0)
 
     def randomize(module: torch.nn.Module, std: float) -> dict:
-        with torch.no_grad():
-            for name, p in module.named_parameters():
-                if name.endswith("bias"):
-                    p.zero_()
-                elif p.ndim == 1 and "norm" in name:
-                    p.fill_(1.0)
-                else:
-                    p.copy_(torch.randn(p.shape, generator=gen) * std)
-        return {k: v.contiguous() for k, v in module.state_dict().items() if v.is_floating_point()}
+        return random_weights(module, std, gen)
 
     def save(sd: dict, file: str, meta: dict) -> None:
-        path = os.path.join(models_dir, file)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        save_file(sd, path, metadata={k: json.dumps(v) for k, v in meta.items()})
+        save_with_metadata(os.path.join(models_dir, file), sd, meta)
 
     def spiece_model() -> torch.Tensor:
         """A small SentencePiece model with Gemma's special ids (pad 0, eos 1, bos 2, unk 3): Gemma's

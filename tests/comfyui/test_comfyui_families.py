@@ -19,32 +19,10 @@ from .graphs import KIT, loaders, sample, train
 from .server import ENV, HERE, REPO
 from .test_comfyui_nodes import latent
 
-FAMILIES = [
-    "sd3",
-    "flux",
-    "zimage",
-    "lumina2",
-    "qwenimage",
-    "chroma",
-    "auraflow",
-    "flux2",
-    "hidream",
-    "hunyuanimage",
-]
+FAMILIES = ["sd3", "flux", "zimage", "lumina2", "qwenimage", "chroma", "auraflow", "flux2", "hidream"]
+FAMILIES += ["hunyuanimage"]
 METHODS = ["nft", "awm", "dpo", "grpo"]
-# Verified families only. Z-Image: at the tiny width (dim 256) the feed-forward and timestep-MLP widths of
-# ComfyUI and diffusers differ (README [f]; at the real 3840 they agree).
-CROSS_CLIENT = [
-    "sd3",
-    "flux",
-    "qwenimage",
-    "lumina2",
-    "auraflow",
-    "flux2",
-    "chroma",
-    "hidream",
-    "hunyuanimage",
-]
+CROSS_CLIENT = FAMILIES  # Z-Image at a width of its own (cross_client_check.WIDER)
 
 
 def server_log(base_dir) -> str:
