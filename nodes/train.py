@@ -404,7 +404,11 @@ class NormGuardTrainOptions(io.ComfyNode):
                     "lora_format",
                     options=list(LORA_FORMATS),
                     default=LORA_FORMATS[0],
-                    tooltip="Keys of the saved file: ComfyUI's (any model), diffusers' or kohya's (lora_unet_*, with .alpha) for SD3/SD3.5 and FLUX.1.",
+                    tooltip=(
+                        "Keys of the saved file: ComfyUI's (any model); diffusers' for SD3/SD3.5, FLUX.1, Chroma, "
+                        "Z-Image, Qwen-Image, HiDream-I1 and AuraFlow; kohya's (lora_unet_*, with .alpha) for "
+                        "SD3/SD3.5 and FLUX.1."
+                    ),
                 ),
                 config_input("guidance", tooltip="FLUX.1-dev guidance; 0 = default."),
                 config_input("gradient_checkpointing"),

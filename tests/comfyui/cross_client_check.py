@@ -4,8 +4,10 @@
 The tiny ComfyUI model of FAMILY (kit_families.py) is trained-like (a random, clearly non-zero LoRA on the
 family's default ComfyUI targets) and saved in ComfyUI's format. The same weights go to the family's
 diffusers transformer (diffusers' own single-file converter, or none where the names are equal) and the
-same LoRA in the diffusers format (each fused ComfyUI layer's lora_up split exactly as the converter splits
-the weight), which the family's diffusers pipeline loads with load_lora_weights. Both get the conditioning
+same LoRA in the diffusers format, which the family's diffusers pipeline loads with load_lora_weights:
+written by the product's export (lora.export_adapters, what the trainer node saves with lora_format
+"diffusers") where the ComfyUI backend has the family's map, else converted here (diffusers_lora: each
+fused ComfyUI layer's lora_up split exactly as the weight converter splits the weight). Both get the conditioning
 ComfyUI made for one prompt; the velocities must agree to float error."""
 
 from __future__ import annotations
@@ -393,6 +395,8 @@ def main(comfy_dir: str, models: str, package_parent: str, family: str) -> dict[
     from testkit_nodes import load_clip, load_unet
 
     from normguard.trainer.backends.comfy import ComfyBackend
+    from normguard.trainer.backends.comfy.families import diffusers_converter
+    from normguard.trainer.backends.comfy.lora import export_adapters
     from normguard.trainer.families import ADAPTERS
 
     stock_clip = {
@@ -429,6 +433,9 @@ def main(comfy_dir: str, models: str, package_parent: str, family: str) -> dict[
             if name.endswith("lora_up"):
                 p.mul_(30)  # a clear effect on the std-0.02 SD3/FLUX.1 kit too
         lora = trainer.lora_state_dict()
+        exported = diffusers_converter(trainer.model) is not None
+        if exported:  # the node's save with lora_format "diffusers"
+            lora_diffusers = export_adapters(trainer._adapters, "diffusers", trainer.model)
         cond = trainer.encode_prompts(prompt * 2)
         c, h, w = trainer.latent_shape(64, 64)
         x = torch.randn(2, c, h, w, generator=torch.Generator().manual_seed(2))
@@ -462,15 +469,23 @@ def main(comfy_dir: str, models: str, package_parent: str, family: str) -> dict[
         # FLUX.1-dev: the guidance ComfyUI's extra_conds gave (its default, 3.5)
         guidance = float(cond["guidance"][0]) if "guidance" in cond else None
         diffusers_base = adapter.predict(pipe.transformer, x, sigma, text_cond(comfy_cond), guidance)
-        lora_diffusers = diffusers_lora(converter, sd, lora, sizes)
+        if not exported:
+            lora_diffusers = diffusers_lora(converter, sd, lora, sizes)
         if hasattr(pipe, "load_lora_weights"):
             pipe.load_lora_weights(lora_diffusers)
         else:  # HunyuanImage's pipeline has no LoRA loader: its transformer's own
             pipe.transformer.load_lora_adapter(lora_diffusers, prefix="transformer")
         diffusers_v = adapter.predict(pipe.transformer, x, sigma, text_cond(comfy_cond), guidance)
+        # peft's lora_A per adapted layer: a layer of the file that diffusers dropped is missing here
+        layers_loaded = {
+            n.split(".lora_A.")[0] for n, _ in pipe.transformer.named_parameters() if ".lora_A." in n
+        }
     shutil.rmtree(scratch)
     return {
         "not_loaded": [r for r in records if "lora key not loaded" in r],
+        "diffusers_lora_from": "export_adapters" if exported else "diffusers_lora",
+        "diffusers_layers_in_file": len([k for k in lora_diffusers if k.endswith(".lora_A.weight")]),
+        "diffusers_layers_loaded": len(layers_loaded),
         "weights_missing": list(missing),
         "weights_unexpected": list(unexpected),
         "lora_effect": float((trained - base).abs().max()),

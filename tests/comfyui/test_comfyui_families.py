@@ -23,6 +23,9 @@ FAMILIES = ["sd3", "flux", "zimage", "lumina2", "qwenimage", "chroma", "auraflow
 FAMILIES += ["hunyuanimage"]
 METHODS = ["nft", "awm", "dpo", "grpo"]
 CROSS_CLIENT = FAMILIES  # Z-Image at a width of its own (cross_client_check.WIDER)
+# the families whose diffusers-format LoRA the ComfyUI backend writes (families.DIFFUSERS_FORMAT); the others'
+# cross-client LoRA is converted by the check itself. Lumina 2: ComfyUI's map for its class has Z-Image's names
+DIFFUSERS_FORMAT = ["sd3", "flux", "chroma", "zimage", "qwenimage", "hidream", "auraflow"]
 
 
 def server_log(base_dir) -> str:
@@ -64,6 +67,47 @@ def test_a_lora_format_the_family_lacks_is_refused_naming_the_family(comfy, lora
     ):
         comfy.run(g)
     assert not (loras / "fam_zimage_kohya.safetensors").exists()
+
+
+def test_lumina2_has_no_diffusers_format(comfy, loras):
+    """ComfyUI's map for its Lumina2 class gives Z-Image's diffusers names, which Lumina2Transformer2DModel
+    lacks: lora_format diffusers is refused before the first rollout, naming the families that have it."""
+    g = train("lumina2", "fam_lumina2_diffusers", options={"lora_format": "diffusers"})
+    with pytest.raises(
+        GraphError, match="exists for SD3/SD3.5, FLUX.1, Chroma, Z-Image, .* not Lumina-Image 2.0"
+    ):
+        comfy.run(g)
+    assert not (loras / "fam_lumina2_diffusers.safetensors").exists()
+
+
+@pytest.mark.parametrize("family", [f for f in DIFFUSERS_FORMAT if f not in ("sd3", "flux")])
+def test_diffusers_format_lora_saves_and_loads_back(comfy, base_dir, loras, output_dir, family):
+    """lora_format diffusers: the node saves transformer.* keys (the cross-client test loads the same export
+    in the diffusers pipeline); the file continues a run (init_lora: import_adapters refuses a file missing
+    any layer) and loads in the stock LoraLoaderModelOnly with every key, changing the samples."""
+    name = f"fam_{family}_diffusers"
+    comfy.run(train(family, name, options={"lora_format": "diffusers"}))
+    with safe_open(str(loras / f"{name}.safetensors"), framework="pt") as f:
+        keys = list(f.keys())
+    assert keys and all(k.startswith("transformer.") and ".lora_" in k for k in keys)
+    before = server_log(base_dir).count("lora key not loaded")
+    g = train(
+        family,
+        f"{name}_again",
+        iterations=1,
+        options={"lora_format": "diffusers", "init_lora": f"{name}.safetensors"},
+    )
+    g["stock"] = {
+        "class_type": "LoraLoaderModelOnly",
+        "inputs": {"model": ["unet", 0], "lora_name": f"{name}.safetensors", "strength_model": 1.0},
+    }
+    sample(g, family, ["stock", 0], f"{name}_stock", node="ks_stock")
+    sample(g, family, ["unet", 0], f"{name}_base", node="ks_base")
+    out = comfy.run(g)
+    assert "finished: 1 iterations" in out["train"]["text"][0]
+    assert server_log(base_dir).count("lora key not loaded") == before, "every key of the file is loaded"
+    stock, base = (latent(output_dir, out, f"ks_{n}_save") for n in ("stock", "base"))
+    assert (stock - base).abs().max() > 1e-4, "the LoRA must change the samples"
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -170,6 +214,9 @@ def test_one_lora_gives_the_same_velocity_in_comfyui_and_diffusers(base_dir, pac
     assert proc.returncode == 0, proc.stderr[-3000:]
     c = json.loads(proc.stdout.strip().splitlines()[-1])
     assert c["not_loaded"] == [] and c["weights_missing"] == [] and c["weights_unexpected"] == []
+    made_by = "export_adapters" if family in DIFFUSERS_FORMAT else "diffusers_lora"
+    assert c["diffusers_lora_from"] == made_by, "the product's own diffusers export where it has one"
+    assert c["diffusers_layers_loaded"] == c["diffusers_layers_in_file"] > 0, "diffusers loads every layer"
     assert c["lora_effect"] > 1e-2, "the LoRA changes the velocity"
     assert c["stock_vs_trained"] < 1e-5, "the stock loader applies the file as the trainer's adapter"
     assert c["diffusers_vs_comfyui"] < 1e-4 * max(1.0, c["scale"]), "both clients give one velocity"

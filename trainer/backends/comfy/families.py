@@ -94,16 +94,45 @@ def step_distilled(patcher: Any) -> bool:
     return any(word in name for word in family.distilled_names)
 
 
+# the families whose LoRA the ComfyUI backend writes in diffusers' names (lora_format "diffusers"): where
+# ComfyUI has a map to the family's diffusers transformer (its LoRA loader's), or keeps diffusers' names.
+# Not FLUX.2 and HunyuanImage 2.1 (ComfyUI has no map), nor Lumina 2 (ComfyUI's map for its Lumina2 class
+# gives ZImageTransformer2DModel's names, not Lumina2Transformer2DModel's)
+DIFFUSERS_FORMAT = ("SD3/SD3.5", "FLUX.1", "Chroma", "Z-Image", "Qwen-Image", "HiDream-I1", "AuraFlow")
+
+
 def diffusers_converter(model: Any) -> Callable[..., dict] | None:
-    """ComfyUI's own map from its weight keys to diffusers' for this model (None: it has none)."""
+    """ComfyUI's own map from diffusers' weight keys to its own for this model, called as
+    `convert(unet_config, output_prefix=...)` (None: it has none). Chroma's blocks are FLUX.1's;
+    Qwen-Image and HiDream keep diffusers' names."""
     import comfy.model_base
     import comfy.utils
 
+    if comfy_class(model) == "ZImage":  # a Lumina2 BaseModel: the class of its model config tells
+        return comfy.utils.z_image_to_diffusers
     converters = {
         comfy.model_base.SD3: comfy.utils.mmdit_to_diffusers,
         comfy.model_base.Flux: comfy.utils.flux_to_diffusers,
+        comfy.model_base.Chroma: comfy.utils.flux_to_diffusers,
+        comfy.model_base.AuraFlow: comfy.utils.auraflow_to_diffusers,
     }
+    if type(model) in (comfy.model_base.QwenImage, comfy.model_base.HiDream):
+        return same_names(model.diffusion_model)
     return converters.get(type(model))
+
+
+def same_names(diffusion_model: nn.Module) -> Callable[..., dict]:
+    """The identity map of a model that keeps diffusers' weight names, in diffusers_converter's form."""
+    keys = list(diffusion_model.state_dict(keep_vars=True))
+    return lambda _unet_config, output_prefix="": {k: output_prefix + k for k in keys}
+
+
+def has_kohya_names(model: Any) -> bool:
+    """kohya's lora_unet_* names are defined for SD3/SD3.5 and FLUX.1 only (their original layer names,
+    which ComfyUI keeps)."""
+    import comfy.model_base
+
+    return type(model) in (comfy.model_base.SD3, comfy.model_base.Flux)
 
 
 def adds_residuals_in_place(diffusion_model: nn.Module) -> bool:

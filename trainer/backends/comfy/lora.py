@@ -17,7 +17,7 @@ needs:
   optimizer expects it on the patcher's load device.
 
 Formats (`lora_format`): "comfyui", ComfyUI's own `diffusion_model.<layer>.lora_down/lora_up.weight`;
-"diffusers" (SD3/SD3.5, FLUX.1), `transformer.<diffusers layer>.lora_A/lora_B.weight`. Both follow
+"diffusers" (families.DIFFUSERS_FORMAT), `transformer.<diffusers layer>.lora_A/lora_B.weight`. Both follow
 backends/adapter.py's export rule (up times alpha / rank, no .alpha key). "kohya" (SD3/SD3.5, FLUX.1),
 kohya sd-scripts' `lora_unet_<layer, dots as underscores>.lora_down/lora_up.weight` plus `.alpha`, as
 Forge and the kohya-based tools read it: their layer names for these two families are the original
@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from ..adapter import check_fits, check_shape, export_weight, lora_delta
-from .families import diffusers_converter, model_name
+from .families import DIFFUSERS_FORMAT, diffusers_converter, has_kohya_names, model_name
 
 LORA_FORMATS = ("comfyui", "diffusers", "kohya")
 KOHYA_PREFIX = "lora_unet_"
@@ -113,19 +113,20 @@ def import_adapters(
 
 def check_kohya(model: Any) -> None:
     """kohya's names are defined for SD3/SD3.5 and FLUX.1 (refused before training for other models)."""
-    if diffusers_converter(model) is None:
+    if not has_kohya_names(model):
         raise ValueError(
             f"lora_format 'kohya' exists for SD3/SD3.5 and FLUX.1 models, not {model_name(model)}; use 'comfyui'"
         )
 
 
 def diffusers_layer_names(model: Any) -> dict[str, list[tuple[str, tuple | None]]]:
-    """For every ComfyUI weight key of an SD3/FLUX.1 model, the diffusers layers that hold it:
+    """For every ComfyUI weight key of a model with a diffusers map (families.diffusers_converter), the diffusers layers that hold it:
     [(diffusers layer, (dim, first row, rows) or None for the whole weight)] (ComfyUI's own map)."""
     convert = diffusers_converter(model)
     if convert is None:
         raise ValueError(
-            f"lora_format 'diffusers' exists for SD3/SD3.5 and FLUX.1 models, not {model_name(model)}; use 'comfyui'"
+            f"lora_format 'diffusers' exists for {', '.join(DIFFUSERS_FORMAT)} models, not {model_name(model)}; "
+            "use 'comfyui'"
         )
     names: dict[str, list[tuple[str, tuple | None]]] = {}
     for key, target in convert(model.model_config.unet_config, output_prefix="diffusion_model.").items():
