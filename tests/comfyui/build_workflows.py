@@ -94,16 +94,29 @@ def trainer(key: str, col: int, lora_name: str, weight: float, iterations: int, 
     return node(key, "NormGuardTrainLoRA", col, (460, 0), **(widgets | settings))
 
 
-def sampling(col: int, prefix: str, models: list[tuple[str, str]], seed: int = 42) -> tuple[list, list]:
-    """Prompt, latent and one probe -> KSampler -> VAEDecode -> SaveImage per model, into one graph.
-    `models` = [(key of the MODEL source node, curve label)]."""
-    nodes = [
+def prompt_nodes(col: int) -> list[dict]:
+    """The sampling prompt (positive, empty negative) and a 1024 px latent."""
+    return [
         node(
             "pos", "CLIPTextEncode", col, (400, 140), text="a photo of a red fox in the snow, highly detailed"
         ),
         node("neg", "CLIPTextEncode", col, (400, 100), text=""),
         node("latent", "EmptySD3LatentImage", col, width=1024, height=1024, batch_size=1),
     ]
+
+
+def pickscore_reward(col: int) -> dict:
+    """The training workflows' reward: PickScore from models/rewards (its CLIP-H processor folder named)."""
+    return node(
+        "reward", "NormGuardRewardPickscore", col, (360, 0), weight=1.0, path="PickScore_v1",
+        options='{"processor": "CLIP-ViT-H-14-laion2B-s32B-b79K"}',
+    )  # fmt: skip
+
+
+def sampling(col: int, prefix: str, models: list[tuple[str, str]], seed: int = 42) -> tuple[list, list]:
+    """Prompt, latent and one probe -> KSampler -> VAEDecode -> SaveImage per model, into one graph.
+    `models` = [(key of the MODEL source node, curve label)]."""
+    nodes = prompt_nodes(col)
     links = [("clip", 0, "pos", "clip"), ("clip", 0, "neg", "clip")]
     for i, (source, label) in enumerate(models):
         p, ks, dec, save = f"probe_{i}", f"ks_{i}", f"decode_{i}", f"save_{i}"
@@ -177,22 +190,10 @@ Both trainers run one after the other in one queue; each chart updates live.
 def train_workflow() -> dict:
     nodes = [note("note", 0, TRAIN_NOTE), *loaders(0)]
     nodes += [
-        node(
-            "reward",
-            "NormGuardRewardPickscore",
-            1,
-            (360, 0),
-            weight=1.0,
-            path="PickScore_v1",
-            options='{"processor": "CLIP-ViT-H-14-laion2B-s32B-b79K"}',
-        ),  # fmt: skip
+        pickscore_reward(1),
         train_options(1),
         trainer("train", 2, "sd35m_pickscore_normguard", DEFAULT_WEIGHT, 300),
-        node(
-            "pos", "CLIPTextEncode", 3, (400, 140), text="a photo of a red fox in the snow, highly detailed"
-        ),
-        node("neg", "CLIPTextEncode", 3, (400, 100), text=""),
-        node("latent", "EmptySD3LatentImage", 3, width=1024, height=1024, batch_size=1),
+        *prompt_nodes(3),
         node(
             "ks",
             "KSampler",
@@ -275,24 +276,12 @@ def zimage_workflow() -> dict:
         node("unet", "UNETLoader", 0, unet_name=ZIMAGE["UNETLoader"][0], weight_dtype="default"),
         node("clip", "CLIPLoader", 0, clip_name=ZIMAGE["CLIPLoader"][0], type="lumina2", device="default"),
         node("vae", "VAELoader", 0, vae_name=ZIMAGE["VAELoader"][0]),
-        node(
-            "reward",
-            "NormGuardRewardPickscore",
-            1,
-            (360, 0),
-            weight=1.0,
-            path="PickScore_v1",
-            options='{"processor": "CLIP-ViT-H-14-laion2B-s32B-b79K"}',
-        ),  # fmt: skip
+        pickscore_reward(1),
         train_options(1),
         trainer(
             "train", 2, "zimage_turbo_pickscore_normguard", DEFAULT_WEIGHT, 300, method="awm", sample_steps=8
         ),
-        node(
-            "pos", "CLIPTextEncode", 3, (400, 140), text="a photo of a red fox in the snow, highly detailed"
-        ),
-        node("neg", "CLIPTextEncode", 3, (400, 100), text=""),
-        node("latent", "EmptySD3LatentImage", 3, width=1024, height=1024, batch_size=1),
+        *prompt_nodes(3),
         node("probe", "NormGuardVelocityNormProbe", 4, (380, 0), label="tuned"),
         node(
             "ks",
