@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from .server import HERE, build_base, comfyui_server
+from .server import HERE, REPO, build_base, comfyui_server
 
 COMFYUI_PATH = os.environ.get("COMFYUI_PATH", "")
 COMFYUI_PYTHON = os.environ.get("COMFYUI_PYTHON", sys.executable)
@@ -63,3 +63,11 @@ def loras(base_dir) -> Path:
 @pytest.fixture(scope="session")
 def output_dir(base_dir) -> Path:
     return base_dir / "output"
+
+
+@pytest.fixture(scope="session")
+def package_parent(tmp_path_factory) -> Path:
+    """A folder whose `normguard` is this repository: what check scripts put on ComfyUI's python's path."""
+    parent = tmp_path_factory.mktemp("pkg")
+    (parent / "normguard").symlink_to(REPO, target_is_directory=True)
+    return parent

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import json
 import os
 import shutil
 import socket
@@ -32,6 +33,16 @@ def free_port() -> int:
 
 KIT_SOURCES = ("kit.py", "kit_families.py", "family_specs.py")
 KIT_TIMEOUT = 1800  # the kit builds in ~1 min on an idle 2-core machine, many times that when it is shared
+
+
+def run_check(python: str, script: Path, *args: str | Path, timeout: int) -> dict:
+    """Run a check script under ComfyUI's python (it has ComfyUI's torch and diffusers); the script prints
+    its JSON result as the last line of stdout."""
+    proc = subprocess.run(
+        [python, str(script), *map(str, args)], capture_output=True, text=True, timeout=timeout, env=ENV
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def build_kit(models: Path, comfy_path: str, python: str, sd3_depth: int = 2) -> None:

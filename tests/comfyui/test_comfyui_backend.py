@@ -4,28 +4,16 @@ an exported LoRA that reproduces the trained adapter, and a shared MODEL left un
 
 from __future__ import annotations
 
-import json
-import subprocess
-
 import pytest
 
 from .conftest import COMFYUI_PATH, COMFYUI_PYTHON
-from .server import ENV, HERE, REPO
+from .server import HERE, run_check
 
 
 @pytest.fixture(scope="module")
-def checks(base_dir, tmp_path_factory) -> dict:
-    parent = tmp_path_factory.mktemp("pkg")
-    (parent / "normguard").symlink_to(REPO, target_is_directory=True)
-    proc = subprocess.run(
-        [COMFYUI_PYTHON, str(HERE / "backend_check.py"), COMFYUI_PATH, str(base_dir / "models"), str(parent)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=ENV,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+def checks(base_dir, package_parent) -> dict:
+    args = (COMFYUI_PATH, base_dir / "models", package_parent)
+    return run_check(COMFYUI_PYTHON, HERE / "backend_check.py", *args, timeout=600)
 
 
 @pytest.mark.parametrize("kind", ["sd3", "sd3_checkpointed", "flux"])

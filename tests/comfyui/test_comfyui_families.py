@@ -5,9 +5,7 @@ LoRA giving the same velocity in ComfyUI and diffusers."""
 
 from __future__ import annotations
 
-import json
 import shutil
-import subprocess
 
 import pytest
 import torch
@@ -16,7 +14,7 @@ from safetensors import safe_open
 from .client import GraphError, train_start_warnings
 from .conftest import COMFYUI_PATH, COMFYUI_PYTHON
 from .graphs import KIT, loaders, sample, train
-from .server import ENV, HERE, REPO
+from .server import HERE, run_check
 from .test_comfyui_nodes import latent
 
 FAMILIES = ["sd3", "flux", "zimage", "lumina2", "qwenimage", "chroma", "auraflow", "flux2", "hidream"]
@@ -185,34 +183,13 @@ def test_a_meanflow_distilled_hunyuanimage_is_refused_at_the_start(comfy, loras)
     assert not (loras / "fam_meanflow.safetensors").exists()
 
 
-@pytest.fixture(scope="module")
-def package_parent(tmp_path_factory):
-    parent = tmp_path_factory.mktemp("pkg")
-    (parent / "normguard").symlink_to(REPO, target_is_directory=True)
-    return parent
-
-
 @pytest.mark.parametrize("family", CROSS_CLIENT)
 def test_one_lora_gives_the_same_velocity_in_comfyui_and_diffusers(base_dir, package_parent, family):
     """cross_client_check.py: the family's tiny ComfyUI model and a non-zero LoRA in ComfyUI's format, loaded
     by the stock loader (every key), against the same weights in the family's diffusers transformer with the
     same LoRA in the diffusers format through the pipeline's load_lora_weights, on ComfyUI's conditioning."""
-    proc = subprocess.run(
-        [
-            COMFYUI_PYTHON,
-            str(HERE / "cross_client_check.py"),
-            COMFYUI_PATH,
-            str(base_dir / "models"),
-            str(package_parent),
-            family,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=1200,
-        env=ENV,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    c = json.loads(proc.stdout.strip().splitlines()[-1])
+    args = (COMFYUI_PATH, base_dir / "models", package_parent, family)
+    c = run_check(COMFYUI_PYTHON, HERE / "cross_client_check.py", *args, timeout=1200)
     assert c["not_loaded"] == [] and c["weights_missing"] == [] and c["weights_unexpected"] == []
     made_by = "export_adapters" if family in DIFFUSERS_FORMAT else "diffusers_lora"
     assert c["diffusers_lora_from"] == made_by, "the product's own diffusers export where it has one"

@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -95,21 +94,11 @@ def zimage_checkpointing(comfy: dict) -> dict:
     }
 
 
-def _checks(tmp_path_factory) -> dict:
+def _checks(package_parent) -> dict:
     from .conftest import COMFYUI_PATH, COMFYUI_PYTHON  # relative: this file also runs as a script
-    from .server import ENV, REPO
+    from .server import run_check
 
-    parent = tmp_path_factory.mktemp("pkg")
-    (parent / "normguard").symlink_to(REPO, target_is_directory=True)
-    proc = subprocess.run(
-        [COMFYUI_PYTHON, __file__, COMFYUI_PATH, str(parent)],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        env=ENV,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return run_check(COMFYUI_PYTHON, Path(__file__), COMFYUI_PATH, package_parent, timeout=900)
 
 
 if pytest is not None:
